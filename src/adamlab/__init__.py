@@ -1,3 +1,10 @@
-"""adamlab: Adam (Kingma & Ba, ICLR 2015) and its variants for PyTorch and NumPy."""
+"""adamlab: Adam (Kingma & Ba, ICLR 2015) and its variants for PyTorch and NumPy.
+
+``adamlab.Adam`` and ``adamlab.AdaMax`` are torch.optim optimizers; ``adamlab.numpy`` holds the same
+algorithms over NumPy arrays; ``adamlab.formulas`` the paper's scalar formulas.
+"""
+
+from adamlab.optim import Adam, AdaMax
 
 __version__ = "0.1.0"
+__all__ = ["AdaMax", "Adam", "__version__"]

@@ -13,6 +13,6 @@ replayed. The arithmetic is done in the dtype of θ (float32 or float64).
 True
 """
 
-from adamlab.numpy.adam import AdaMax, AdaMaxState, Adam, AdamState
+from adamlab.numpy.adam import Adam, AdaMax, AdaMaxState, AdamState
 
 __all__ = ["AdaMax", "AdaMaxState", "Adam", "AdamState"]

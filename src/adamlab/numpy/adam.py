@@ -21,6 +21,15 @@ def _check_arrays(theta: np.ndarray, grad: np.ndarray) -> None:
         raise FloatingPointError("grad contains NaN or inf; the state was not changed")
 
 
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator/denominator, defined as 0 where the denominator is 0.
+
+    With ε = 0 the paper's m̂/√v̂ is 0/0 wherever every gradient so far was 0 (m = v = 0); adamlab defines
+    the step there as 0, in every path, rather than writing NaN into θ.
+    """
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
 @dataclass(frozen=True)
 class AdamState:
     """t: steps taken; m, v: first and second raw moment estimates (§2); v_max: AMSGrad's running max of v;
@@ -124,6 +133,7 @@ class Adam(_Base):
     α_t = α, or α/√t with ``lr_decay="sqrt"``. ``amsgrad``: v_max,t = max(v_max,t−1, v_t) replaces v_t in
     the step (the max of the raw v, as torch.optim does; without bias correction this is Reddi et al.'s AMSGrad).
     ``averaging``: θ̄_t = β·θ̄_{t−1} + (1 − β)·θ_t (§7.2, β = β2 unless ``averaging_beta``).
+    With ε = 0, the step is 0 where √v̂ = 0 (no gradient yet), not 0/0.
     """
 
     def __init__(
@@ -184,14 +194,14 @@ class Adam(_Base):
         alpha_t = F.step_size(self.lr, t, self.lr_decay)
         theta = self._decay(theta, t)
         if not self.bias_correction:
-            theta = theta - alpha_t * m / (np.sqrt(v_used) + self.eps)
+            theta = theta - alpha_t * _ratio(m, np.sqrt(v_used) + self.eps)
         elif self.eps_mode == "paper":
             m_hat = m / F.bias_correction(self.beta1, t)
             v_hat = v_used / F.bias_correction(beta2, t)
-            theta = theta - alpha_t * m_hat / (np.sqrt(v_hat) + self.eps)
+            theta = theta - alpha_t * _ratio(m_hat, np.sqrt(v_hat) + self.eps)
         else:
             alpha_hat = F.adam_hat_step(self.lr, self.beta1, beta2, t, self.lr_decay)
-            theta = theta - alpha_hat * m / (np.sqrt(v_used) + self.eps)
+            theta = theta - alpha_hat * _ratio(m, np.sqrt(v_used) + self.eps)
         theta = theta.astype(state.m.dtype, copy=False)
         new = replace(state, t=t, m=m, v=v, v_max=v_max, theta_avg=self._average(theta, state.theta_avg))
         return theta, new
@@ -205,7 +215,8 @@ class AdaMax(_Base):
         θ_t = θ_{t−1} − (α_t/(1 − β1^t))·m_t/u_t
 
     The paper has no ε (default 0 here); a positive ε is added inside the max as torch.optim.Adamax does.
-    Where u_t = 0 every gradient so far was 0, so m_t = 0 too, and the step is defined as 0 (0/0 → 0).
+    Where u_t = 0 the step is defined as 0 (with β2 > 0 that is where every gradient so far was 0, so
+    m_t = 0 too and the paper's m/u is 0/0).
     |Δ_t| ≤ α always (§7.1). ``bias_correction=False`` drops the 1/(1 − β1^t).
     """
 
@@ -254,7 +265,7 @@ class AdaMax(_Base):
         alpha_t = F.step_size(self.lr, t, self.lr_decay)
         if self.bias_correction:
             alpha_t = alpha_t / F.bias_correction(self.beta1, t)
-        ratio = np.divide(m, u, out=np.zeros_like(m), where=u > 0)
+        ratio = _ratio(m, u)
         theta = (self._decay(theta, t) - alpha_t * ratio).astype(state.m.dtype, copy=False)
         new = replace(state, t=t, m=m, u=u, theta_avg=self._average(theta, state.theta_avg))
         return theta, new

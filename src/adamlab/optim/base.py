@@ -1,0 +1,325 @@
+"""What Adam and AdaMax share as torch optimizers: options, state, dispatch to the fused kernel or the
+reference path, non-finite gradients, temporal averaging (§7.2) and diagnostics (§2.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch.optim import Optimizer
+
+from adamlab import formulas as F
+from adamlab.kernels import build
+from adamlab.kernels.fused import FUSED_DTYPES, fused_step
+from adamlab.validation import check_hyperparameters
+
+IMPLS = ("auto", "fused", "reference")
+# Keys torch.optim.Adam/AdamW/Adamax keep in their param groups that mean nothing here.
+_TORCH_ONLY = ("foreach", "capturable", "differentiable", "fused")
+
+
+def torch_compat_impl(
+    impl: str, foreach: bool | None, fused: bool | None, capturable: bool, differentiable: bool
+) -> str:
+    """Map torch.optim's implementation switches onto ``impl``, so code written for torch runs unchanged."""
+    if capturable or differentiable:
+        raise ValueError("capturable=True and differentiable=True are not supported by adamlab's optimizers")
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if fused:
+        if impl == "reference":
+            raise ValueError("fused=True contradicts impl='reference'")
+        return "fused"
+    del foreach  # the fused kernel is already multi-tensor; foreach has nothing to choose
+    return impl
+
+
+def _is_plain(t: torch.Tensor) -> bool:
+    """A dense, contiguous CPU tensor that is not a tensor subclass (DTensor, …)."""
+    return (
+        t.device.type == "cpu"
+        and t.layout == torch.strided
+        and t.is_contiguous()
+        and type(t) in (torch.Tensor, torch.nn.Parameter)
+    )
+
+
+class AdamFamily(Optimizer):
+    """Base of :class:`adamlab.Adam` and :class:`adamlab.AdaMax` (not for direct use)."""
+
+    algorithm: ClassVar[str]
+    #: State keys, as torch.optim names them: first moment, second moment (v or u).
+    moment_keys: ClassVar[tuple[str, str]]
+    _reference_step: ClassVar[Callable[[torch.Tensor, torch.Tensor, dict, dict], int]]
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        check_hyperparameters(
+            lr=defaults["lr"],
+            betas=defaults["betas"],
+            eps=defaults["eps"],
+            weight_decay=defaults["weight_decay"],
+            eps_mode=defaults.get("eps_mode", "paper"),
+            lr_decay=defaults["lr_decay"],
+            beta1_decay=defaults["beta1_decay"],
+            averaging_beta=defaults["averaging_beta"],
+        )
+        if defaults["impl"] == "fused":
+            self._require_kernel()
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups and state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            for i, p in enumerate(group["params"]):
+                if not p.is_floating_point():
+                    kind = "complex" if p.is_complex() else "integer"
+                    raise TypeError(
+                        f"{type(self).__name__} optimizes real floating-point parameters; parameter {i} of "
+                        f"param group {len(self.param_groups) - 1} is {kind} ({p.dtype})"
+                    )
+            self._check_group(group)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_hyperparameters(
+            lr=group["lr"],
+            betas=group["betas"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            eps_mode=group.get("eps_mode", "paper"),
+            lr_decay=group["lr_decay"],
+            beta1_decay=group["beta1_decay"],
+            averaging_beta=group["averaging_beta"],
+        )
+        if group["impl"] not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {group['impl']!r}")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and "step" in p_state:
+                    # One float32 CPU counter per parameter, as torch.optim keeps it (exact to 2**24 steps).
+                    p_state["step"] = torch.as_tensor(p_state["step"], dtype=torch.float32, device="cpu")
+
+    def _init_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        for key in self._state_keys(group):
+            state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _state_keys(self, group: dict[str, Any]) -> list[str]:
+        keys = list(self.moment_keys)
+        if group.get("amsgrad", False):
+            keys.append("max_exp_avg_sq")
+        if group["averaging"]:
+            keys.append("param_avg")
+        return keys
+
+    # ------------------------------------------------------------------ the step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Take one step for every parameter that has a gradient; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        bad: list[str] = []
+        for index, group in enumerate(self.param_groups):
+            bad.extend(self._step_group(index, group))
+        if bad:
+            raise FloatingPointError(
+                f"{type(self).__name__}: non-finite gradient entries in " + ", ".join(bad) + ". Those "
+                "coordinates were left unchanged (parameter and state); all others took the step."
+            )
+        return loss
+
+    def _require_kernel(self) -> None:
+        try:
+            build.load()
+        except build.KernelUnavailableError as exc:
+            raise RuntimeError(f"impl='fused' needs the fused CPU kernel, which is unavailable: {exc}") from exc
+
+    def _use_kernel(self, impl: str) -> bool:
+        if impl == "reference":
+            return False
+        if build.available():
+            return True
+        if impl == "fused":
+            self._require_kernel()
+        if not getattr(self, "_warned_no_kernel", False):
+            warnings.warn(
+                "adamlab: the fused CPU kernel could not be built (no C compiler?); using the slower reference "
+                "path. Set impl='reference' to silence this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._warned_no_kernel = True
+        return False
+
+    def _step_group(self, index: int, group: dict[str, Any]) -> list[str]:
+        state_keys = self._state_keys(group)
+        use_kernel = self._use_kernel(group["impl"])
+        buckets: dict[torch.dtype, list[tuple[int, torch.Tensor]]] = {}
+        reference: list[tuple[int, torch.Tensor]] = []
+        state_of = self.state
+        for i, p in enumerate(group["params"]):
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise TypeError(
+                    f"{type(self).__name__} does not support sparse gradients (parameter {i} of param group "
+                    f"{index}); use torch.optim.SparseAdam, or a dense embedding"
+                )
+            state = state_of[p]
+            if not state:
+                self._init_state(p, group, state)
+            if (
+                use_kernel
+                and p.dtype in FUSED_DTYPES
+                and grad.dtype == p.dtype
+                and _is_plain(p)
+                and _is_plain(grad)
+                and all(_is_plain(state[k]) and state[k].dtype == p.dtype for k in state_keys)
+            ):
+                buckets.setdefault(p.dtype, []).append((i, p))
+            else:
+                if group["impl"] == "fused":
+                    raise RuntimeError(
+                        f"impl='fused' needs dense contiguous float32/float64 CPU tensors; parameter {i} of "
+                        f"param group {index} is {p.dtype} on {p.device} ({type(p).__name__}). Use impl='auto'."
+                    )
+                reference.append((i, p))
+        bad: list[str] = []
+        for members in buckets.values():
+            ps = [p for _, p in members]
+            states = [state_of[p] for p in ps]
+            counts = fused_step(
+                self.algorithm,
+                group,
+                ps,
+                [p.grad for p in ps],
+                [s[self.moment_keys[0]] for s in states],
+                [s[self.moment_keys[1]] for s in states],
+                [s["max_exp_avg_sq"] for s in states] if group.get("amsgrad", False) else None,
+                [s["param_avg"] for s in states] if group["averaging"] else None,
+                [s["step"] for s in states],
+            )
+            if any(counts):
+                bad += [
+                    f"parameter {i} of param group {index} ({c} entries)" for (i, _), c in zip(members, counts) if c
+                ]
+        for i, p in reference:
+            count = type(self)._reference_step(p, p.grad, state_of[p], group)
+            if count:
+                bad.append(f"parameter {i} of param group {index} ({count} entries)")
+        return bad
+
+    # ------------------------------------------------------------------ temporal averaging (§7.2)
+
+    def _averaging_beta(self, group: dict[str, Any]) -> float:
+        return group["betas"][1] if group["averaging_beta"] is None else group["averaging_beta"]
+
+    @contextlib.contextmanager
+    def averaged_parameters(self) -> Iterator[None]:
+        """Swap the bias-corrected temporal averages θ̂_t = θ̄_t/(1 − β^t) (§7.2) into the parameters.
+
+        Inside the ``with`` block the model holds θ̂ (e.g. to evaluate); on leaving it, even by an exception,
+        the parameters are restored exactly. Parameters never stepped keep their values.
+
+        >>> with opt.averaged_parameters():   # doctest: +SKIP
+        ...     evaluate(model)
+        """
+        saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        try:
+            with torch.no_grad():
+                for group in self.param_groups:
+                    if not group["averaging"]:
+                        raise RuntimeError("averaged_parameters() needs averaging=True in every param group")
+                    beta = self._averaging_beta(group)
+                    for p in group["params"]:
+                        state = self.state.get(p)
+                        if not state or float(state["step"]) == 0:
+                            continue
+                        saved.append((p, p.detach().clone()))
+                        corr = F.average_correction(beta, float(state["step"]))
+                        p.copy_(state["param_avg"] * corr)
+            yield
+        finally:
+            with torch.no_grad():
+                for p, value in saved:
+                    p.copy_(value)
+
+    # ------------------------------------------------------------------ diagnostics (§2.1)
+
+    def _effective_ratio(self, state: dict[str, Any], group: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(|Δ_t|/α_t, |m̂|/√v̂) per coordinate from the state; overridden by AdaMax."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def diagnostics(self, max_coordinates: int = 1_000_000, seed: int = 0) -> dict[str, dict[str, float]]:
+        """The §2.1 view of the last step, over all coordinates: the distribution of the effective step
+        relative to its learning rate, |Δ_t|/α_t (Adam: |m̂|/(√v̂ + ε); AdaMax: |m̂|/u), and of the
+        signal-to-noise ratio |m̂|/√v̂ (AdaMax: |m̂|/u, ε = 0). Returns ``{"step_over_lr": {...},
+        "snr": {...}}`` with mean, q50, q90, q99, max and the number of coordinates. At most
+        ``max_coordinates`` coordinates, drawn at random with ``seed``, enter the quantiles."""
+        ratios, snrs = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and float(state["step"]) > 0:
+                    r, s = self._effective_ratio(state, group)
+                    ratios.append(r.detach().reshape(-1).double().cpu())
+                    snrs.append(s.detach().reshape(-1).double().cpu())
+        if not ratios:
+            raise RuntimeError("diagnostics() needs at least one step")
+        gen = torch.Generator().manual_seed(seed)
+        return {
+            "step_over_lr": _summary(torch.cat(ratios), max_coordinates, gen),
+            "snr": _summary(torch.cat(snrs), max_coordinates, gen),
+        }
+
+
+def _summary(x: torch.Tensor, max_coordinates: int, gen: torch.Generator) -> dict[str, float]:
+    x = x[torch.isfinite(x)]
+    n = x.numel()
+    if n == 0:
+        return {"count": 0}
+    sample = x if n <= max_coordinates else x[torch.randperm(n, generator=gen)[:max_coordinates]]
+    q = torch.quantile(sample, torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64))
+    return {
+        "count": n,
+        "mean": float(x.mean()),
+        "q50": float(q[0]),
+        "q90": float(q[1]),
+        "q99": float(q[2]),
+        "max": float(x.max()),
+    }
+
+
+def bias_corrected_moments(
+    state: dict[str, Any], group: dict[str, Any], first_key: str, second_key: str, correct_second: bool
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """m̂ and the (bias-corrected, if ``correct_second``) second moment of a parameter's state, and t."""
+    t = float(state["step"])
+    m, s = state[first_key], state[second_key]
+    if group["bias_correction"]:
+        m = m / F.bias_correction(group["betas"][0], t)
+        if correct_second:
+            s = s / F.bias_correction(group["betas"][1], t)
+    return m, s, t
+
+
+__all__ = ["IMPLS", "AdamFamily", "bias_corrected_moments", "torch_compat_impl"]
