@@ -42,7 +42,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_float64_matches_numpy(case, impl):
-    opt, params, oracle, thetas, states = _run_both(case, impl, torch.float64)
+    opt, params, _, thetas, states = _run_both(case, impl, torch.float64)
     for p, t in zip(params, thetas):
         assert _rel(p.detach().numpy(), t) <= 1e-10
     first, second = opt.moment_keys
