@@ -307,3 +307,76 @@ def test_diagnostics_match_hand_computation():
     assert d["snr"]["max"] == pytest.approx(ratio.max(), rel=1e-12)
     assert d["snr"]["mean"] == pytest.approx(ratio.mean(), rel=1e-12)
     assert math.isclose(d["step_over_lr"]["max"], ratio.max(), rel_tol=1e-12)
+
+
+# ---------------------------------------------------------------- the fused path's cached plan
+
+
+def _twins(shape=(3, 4)):
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(*shape, dtype=torch.float64))
+    b = torch.nn.Parameter(a.detach().clone())
+    return a, b, adamlab.Adam([a], lr=0.01, impl="fused"), adamlab.Adam([b], lr=0.01, impl="reference")
+
+
+def _both_step(a, b, oa, ob, grad):
+    a.grad, b.grad = grad.clone(), grad.clone()
+    oa.step()
+    ob.step()
+
+
+def test_plan_follows_reassigned_parameter_storage():
+    a, b, oa, ob = _twins()
+    for _ in range(3):
+        _both_step(a, b, oa, ob, torch.randn(3, 4, dtype=torch.float64))
+    with torch.no_grad():
+        a.data = a.data.clone() + 1.0  # new storage
+        b.data = b.data.clone() + 1.0
+    for _ in range(3):
+        _both_step(a, b, oa, ob, torch.randn(3, 4, dtype=torch.float64))
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_plan_follows_state_replaced_by_hand_and_non_contiguous_grads():
+    a, b, oa, ob = _twins()
+    for _ in range(3):
+        _both_step(a, b, oa, ob, torch.randn(3, 4, dtype=torch.float64))
+    oa.state[a]["exp_avg"] = torch.zeros_like(a)  # reset the first moment by replacing the tensor
+    ob.state[b]["exp_avg"] = torch.zeros_like(b)
+    _both_step(a, b, oa, ob, torch.randn(3, 4, dtype=torch.float64))
+    torch.testing.assert_close(oa.state[a]["exp_avg"], ob.state[b]["exp_avg"], rtol=1e-12, atol=1e-14)
+    a.grad = torch.randn(4, 3, dtype=torch.float64).t()  # same shape, not contiguous
+    b.grad = a.grad.clone()
+    assert not a.grad.is_contiguous()
+    with pytest.raises(RuntimeError, match="impl='fused' needs dense contiguous"):
+        oa.step()
+    oa.param_groups[0]["impl"] = "auto"  # auto takes the reference path for that tensor
+    oa.step()
+    ob.step()
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_plan_dropped_by_load_state_dict_and_add_param_group():
+    a, b, oa, ob = _twins()
+    saved = None
+    for i in range(4):
+        if i == 2:
+            saved = (a.detach().clone(), copy_state(oa))
+        _both_step(a, b, oa, ob, torch.full((3, 4), float(i + 1), dtype=torch.float64))
+    with torch.no_grad():
+        a.copy_(saved[0])
+    oa.load_state_dict(saved[1])
+    _both_step(a, b, oa, ob, torch.full((3, 4), 3.0, dtype=torch.float64))  # replays step 3 on a
+    assert float(oa.state[a]["step"]) == 3
+    c = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    oa.add_param_group({"params": [c]})
+    c.grad = torch.ones(2, dtype=torch.float64)
+    a.grad = torch.ones(3, 4, dtype=torch.float64)
+    oa.step()
+    assert float(oa.state[c]["step"]) == 1 and float(c.detach()[0]) == pytest.approx(-0.01, rel=1e-6)
+
+
+def copy_state(opt):
+    import copy
+
+    return copy.deepcopy(opt.state_dict())

@@ -22,7 +22,16 @@ import threading
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("adam_kernels.c")
-FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-pthread"]
+FLAGS = [
+    "-O3",
+    "-march=native",
+    "-mprefer-vector-width=512",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-shared",
+    "-fPIC",
+    "-pthread",
+]
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -84,6 +93,8 @@ def _build() -> ctypes.CDLL:
     lib.adamlab_adamax_step.argtypes = [i32, i64, p, p, p, p, p, p, p, p, i32, i32, p]
     lib.adamlab_roofline.restype = None
     lib.adamlab_roofline.argtypes = [i64, p, p, p, p, i32]
+    lib.adamlab_roofline_multi.restype = None
+    lib.adamlab_roofline_multi.argtypes = [i64, p, p, p, p, p, i32]
     return lib
 
 

@@ -6,6 +6,7 @@ floating dtype (float32 or float64) and that each step counter is a float32 CPU 
 
 from __future__ import annotations
 
+import operator
 from array import array
 
 import torch
@@ -72,47 +73,97 @@ def _address(a: array | None) -> int | None:
 def _pointers(tensors: list[torch.Tensor] | None) -> array | None:
     # array.array rather than numpy: building it and taking its address costs a few hundred ns, which
     # matters at small sizes (the per-step overhead is what the 1e5 benchmark measures).
-    return array("Q", [t.data_ptr() for t in tensors]) if tensors is not None else None
+    return array("Q", map(torch.Tensor.data_ptr, tensors)) if tensors is not None else None
 
 
-def fused_step(
-    algorithm: str,
-    group: dict,
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    first: list[torch.Tensor],
-    second: list[torch.Tensor],
-    second_max: list[torch.Tensor] | None,
-    averages: list[torch.Tensor] | None,
-    steps: list[torch.Tensor],
-) -> array:
-    """One fused step of ``algorithm`` ("adam" or "adamax") for tensors of one dtype.
+class FusedPlan:
+    """The pointer arrays of one param group's fused step, built once and reused while nothing changed.
 
-    ``second`` is v (Adam) or u (AdaMax); ``second_max`` is AMSGrad's v_max or None. Returns the number of
-    non-finite gradient entries per tensor (their coordinates were left unchanged).
+    Gathering and checking ~200 tensors in Python costs more per step than the arithmetic of a small model,
+    so the plan keeps what does not change between steps (the parameters', states' and step counters'
+    addresses, their sizes) and each step re-checks only cheaply: the same parameters have gradients, the
+    parameters still own the same storage (``p.data = …`` changes it), the state tensors are the same
+    objects, and every gradient is dense and contiguous. (A state dict replaced as a whole, ``opt.state[p] =
+    {…}``, is not seen: replace state through ``load_state_dict``, which drops every plan.) The plan holds
+    references to every tensor it points to, so no address in it can dangle. Anything else makes :meth:`step` return
+    None and the caller rebuilds the plan. Gradients' addresses are read every step
+    (``zero_grad(set_to_none=True)`` gives new gradient tensors).
     """
-    lib = load()
-    n = len(params)
-    is_double = int(params[0].dtype == torch.float64)
-    numel = array("q", [p.numel() for p in params])
-    nonfinite = array("q", bytes(8 * n))
-    hp = group_hyperparameters(group)
-    flags = group_flags(group)
-    arrays = [_pointers(x) for x in (params, grads, first, second, second_max, averages, steps)]
-    addresses = [_address(a) for a in arrays]
-    nthreads = torch.get_num_threads()
-    if algorithm == "adam":
-        lib.adamlab_adam_step(
-            is_double, n, _address(numel), *addresses, _address(hp), flags, nthreads, _address(nonfinite)
-        )
-    else:
-        del addresses[4]  # AdaMax has no v_max
-        lib.adamlab_adamax_step(
-            is_double, n, _address(numel), *addresses, _address(hp), flags, nthreads, _address(nonfinite)
-        )
-    return nonfinite
+
+    def __init__(self, algorithm: str, keys: list[str], params: list[torch.Tensor], states: list[dict]) -> None:
+        self.algorithm = algorithm
+        self.keys = keys  # first moment, second moment[, max_exp_avg_sq][, param_avg]
+        self.params = params
+        self.states = states
+        self.checked_keys = [*keys, "step"]
+        self.state_tensors = [[s[k] for s in states] for k in self.checked_keys]
+        self.param_ptrs = _pointers(params)
+        self.numel = array("q", [p.numel() for p in params])
+        self.is_double = int(params[0].dtype == torch.float64)
+        self.state_ptrs = [_pointers(ts) for ts in self.state_tensors]
+        self.nonfinite = array("q", bytes(8 * len(params)))
+
+    def matches(self, params: list[torch.Tensor]) -> bool:
+        """Whether the plan still describes ``params`` (those of the group that have a gradient) and their
+        state. Every check iterates in C (``map``), not in Python frames: this runs on every step."""
+        if len(params) != len(self.params) or not all(map(operator.is_, params, self.params)):
+            return False
+        if _pointers(params) != self.param_ptrs:
+            return False
+        for key, tensors in zip(self.checked_keys, self.state_tensors):
+            if not all(map(operator.is_, map(operator.itemgetter(key), self.states), tensors)):
+                return False
+        return True
+
+    def step(self, group: dict, grads: list[torch.Tensor]) -> array | None:
+        """Run one step; None (nothing done) if a gradient is not dense and contiguous. Returns the number of
+        non-finite gradient entries per tensor (their coordinates were left unchanged)."""
+        try:
+            if not all(map(torch.Tensor.is_contiguous, grads)):  # raises for sparse and other layouts
+                return None
+        except (RuntimeError, NotImplementedError):
+            return None
+        lib = load()
+        n = len(self.params)
+        grad_ptrs = _pointers(grads)
+        hp = group_hyperparameters(group)
+        flags = group_flags(group)
+        nonfinite = self.nonfinite
+        common = (self.is_double, n, _address(self.numel), _address(self.param_ptrs), _address(grad_ptrs))
+        state = [_address(a) for a in self.state_ptrs]
+        tail = (_address(hp), flags, torch.get_num_threads(), _address(nonfinite))
+        if self.algorithm == "adam":
+            amsgrad = group["amsgrad"]
+            averaging = group["averaging"]
+            first, second = state[0], state[1]
+            vmax = state[2] if amsgrad else None
+            avg = state[2 + amsgrad] if averaging else None
+            lib.adamlab_adam_step(*common, first, second, vmax, avg, state[-1], *tail)
+        else:
+            avg = state[2] if group["averaging"] else None
+            lib.adamlab_adamax_step(*common, state[0], state[1], avg, state[-1], *tail)
+        return nonfinite
 
 
 def roofline(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, nthreads: int) -> None:
     """Adam's memory pattern with trivial arithmetic over four float32 tensors: the speed limit."""
     load().adamlab_roofline(p.numel(), p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), nthreads)
+
+
+class RooflinePlan:
+    """Adam's memory pattern with trivial arithmetic over lists of float32 tensors where they lie, through
+    the same driver (one call, thread split) as the step: what a layout of separate tensors itself costs.
+    The tensors must stay alive and unmoved while the plan is used (the benchmark's own tensors)."""
+
+    def __init__(self, p: list[torch.Tensor], g: list[torch.Tensor], m: list[torch.Tensor], v: list[torch.Tensor]):
+        for ts in (p, g, m, v):
+            if len(ts) != len(p) or any(t.dtype != torch.float32 or not t.is_contiguous() for t in ts):
+                raise ValueError("RooflinePlan needs four equally long lists of contiguous float32 tensors")
+        self.tensors = (p, g, m, v)  # keep them alive
+        self.numel = array("q", [t.numel() for t in p])
+        self.pointers = [_pointers(ts) for ts in self.tensors]
+
+    def run(self, nthreads: int) -> None:
+        load().adamlab_roofline_multi(
+            len(self.numel), _address(self.numel), *[_address(a) for a in self.pointers], nthreads
+        )

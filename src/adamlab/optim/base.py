@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from adamlab import formulas as F
 from adamlab.kernels import build
-from adamlab.kernels.fused import FUSED_DTYPES, fused_step
+from adamlab.kernels.fused import FUSED_DTYPES, FusedPlan
 from adamlab.validation import check_hyperparameters
 
 IMPLS = ("auto", "fused", "reference")
@@ -40,11 +40,21 @@ def torch_compat_impl(
 def _is_plain(t: torch.Tensor) -> bool:
     """A dense, contiguous CPU tensor that is not a tensor subclass (DTensor, …)."""
     return (
-        t.device.type == "cpu"
-        and t.layout == torch.strided
-        and t.is_contiguous()
-        and type(t) in (torch.Tensor, torch.nn.Parameter)
+        t.is_cpu and t.layout == torch.strided and t.is_contiguous() and type(t) in (torch.Tensor, torch.nn.Parameter)
     )
+
+
+def _position(params: list[torch.Tensor], p: torch.Tensor) -> int:
+    return next(i for i, q in enumerate(params) if q is p)
+
+
+def _nonfinite_report(index: int, members: Any, counts: Any, params: list[torch.Tensor]) -> list[str]:
+    """Name each parameter that had non-finite gradient entries (for the FloatingPointError)."""
+    return [
+        f"parameter {_position(params, p)} of param group {index} ({c} entries)"
+        for (_, p), c in zip(members, counts)
+        if c
+    ]
 
 
 class AdamFamily(Optimizer):
@@ -73,6 +83,7 @@ class AdamFamily(Optimizer):
     # ------------------------------------------------------------------ groups and state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._plans: dict[int, FusedPlan] = {}
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -104,6 +115,7 @@ class AdamFamily(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._plans = {}
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -169,19 +181,36 @@ class AdamFamily(Optimizer):
         return False
 
     def _step_group(self, index: int, group: dict[str, Any]) -> list[str]:
-        state_keys = self._state_keys(group)
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return []
         use_kernel = self._use_kernel(group["impl"])
-        buckets: dict[torch.dtype, list[tuple[int, torch.Tensor]]] = {}
-        reference: list[tuple[int, torch.Tensor]] = []
+        plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(index) if use_kernel else None
+        if plan is not None and plan.matches(params):
+            counts = plan.step(group, [p.grad for p in params])
+            if counts is not None:
+                return _nonfinite_report(index, enumerate(plan.params), counts, group["params"])
+        plans.pop(index, None)
+        return self._step_group_slow(index, group, params, use_kernel)
+
+    def _step_group_slow(
+        self, index: int, group: dict[str, Any], params: list[torch.Tensor], use_kernel: bool
+    ) -> list[str]:
+        """Check every tensor, initialise new state, then step: the fused kernel for each dtype bucket of
+        plain CPU float32/float64 tensors, the reference path for the rest. Caches a plan when the whole
+        group went to the kernel as one bucket."""
+        state_keys = self._state_keys(group)
         state_of = self.state
-        for i, p in enumerate(group["params"]):
+        buckets: dict[torch.dtype, list[torch.Tensor]] = {}
+        reference: list[torch.Tensor] = []
+        for p in params:
             grad = p.grad
-            if grad is None:
-                continue
             if grad.is_sparse:
                 raise TypeError(
-                    f"{type(self).__name__} does not support sparse gradients (parameter {i} of param group "
-                    f"{index}); use torch.optim.SparseAdam, or a dense embedding"
+                    f"{type(self).__name__} does not support sparse gradients (parameter "
+                    f"{_position(group['params'], p)} of param group {index}); use torch.optim.SparseAdam, "
+                    "or a dense embedding"
                 )
             state = state_of[p]
             if not state:
@@ -194,37 +223,28 @@ class AdamFamily(Optimizer):
                 and _is_plain(grad)
                 and all(_is_plain(state[k]) and state[k].dtype == p.dtype for k in state_keys)
             ):
-                buckets.setdefault(p.dtype, []).append((i, p))
+                buckets.setdefault(p.dtype, []).append(p)
             else:
                 if group["impl"] == "fused":
                     raise RuntimeError(
-                        f"impl='fused' needs dense contiguous float32/float64 CPU tensors; parameter {i} of "
-                        f"param group {index} is {p.dtype} on {p.device} ({type(p).__name__}). Use impl='auto'."
+                        "impl='fused' needs dense contiguous float32/float64 CPU tensors; parameter "
+                        f"{_position(group['params'], p)} of param group {index} is {p.dtype} on {p.device} "
+                        f"({type(p).__name__}). Use impl='auto'."
                     )
-                reference.append((i, p))
+                reference.append(p)
         bad: list[str] = []
         for members in buckets.values():
-            ps = [p for _, p in members]
-            states = [state_of[p] for p in ps]
-            counts = fused_step(
-                self.algorithm,
-                group,
-                ps,
-                [p.grad for p in ps],
-                [s[self.moment_keys[0]] for s in states],
-                [s[self.moment_keys[1]] for s in states],
-                [s["max_exp_avg_sq"] for s in states] if group.get("amsgrad", False) else None,
-                [s["param_avg"] for s in states] if group["averaging"] else None,
-                [s["step"] for s in states],
-            )
-            if any(counts):
-                bad += [
-                    f"parameter {i} of param group {index} ({c} entries)" for (i, _), c in zip(members, counts) if c
-                ]
-        for i, p in reference:
+            plan = FusedPlan(self.algorithm, state_keys, members, [state_of[p] for p in members])
+            counts = plan.step(group, [p.grad for p in members])
+            if counts is None:  # cannot happen: every gradient was checked above
+                raise RuntimeError("internal error: a checked gradient was refused by the fused kernel")
+            bad += _nonfinite_report(index, enumerate(members), counts, group["params"])
+            if len(buckets) == 1 and not reference:
+                self._plans[index] = plan
+        for p in reference:
             count = type(self)._reference_step(p, p.grad, state_of[p], group)
             if count:
-                bad.append(f"parameter {i} of param group {index} ({count} entries)")
+                bad.append(f"parameter {_position(group['params'], p)} of param group {index} ({count} entries)")
         return bad
 
     # ------------------------------------------------------------------ temporal averaging (§7.2)
