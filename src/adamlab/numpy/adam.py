@@ -107,6 +107,7 @@ class _Base:
         """θ̄_t = β·θ̄_{t−1} + (1 − β)·θ_t (§7.2)."""
         if not self.averaging:
             return None
+        assert theta_avg is not None
         b = self.averaging_beta
         return b * theta_avg + (1.0 - b) * theta
 
@@ -189,8 +190,11 @@ class Adam(_Base):
         beta2 = self.beta2
         m = beta1_t * state.m + (1.0 - beta1_t) * g
         v = beta2 * state.v + (1.0 - beta2) * g * g
-        v_max = np.maximum(state.v_max, v) if self.amsgrad else None
-        v_used = v_max if self.amsgrad else v
+        v_max = None
+        v_used = v
+        if self.amsgrad:
+            assert state.v_max is not None
+            v_max = v_used = np.maximum(state.v_max, v)
         alpha_t = F.step_size(self.lr, t, self.lr_decay)
         theta = self._decay(theta, t)
         if not self.bias_correction:

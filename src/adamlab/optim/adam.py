@@ -64,7 +64,6 @@ class Adam(AdamFamily):
 
     algorithm = "adam"
     moment_keys = ("exp_avg", "exp_avg_sq")
-    _reference_step = staticmethod(reference.adam_step)
 
     def __init__(
         self,
@@ -106,6 +105,9 @@ class Adam(AdamFamily):
             impl=torch_compat_impl(impl, foreach, fused, capturable, differentiable),
         )
         super().__init__(params, defaults)
+
+    def _reference_step(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> int:
+        return reference.adam_step(p, grad, state, group)
 
     def _effective_ratio(self, state: dict[str, Any], group: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         second = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"

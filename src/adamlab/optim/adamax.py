@@ -38,7 +38,6 @@ class AdaMax(AdamFamily):
 
     algorithm = "adamax"
     moment_keys = ("exp_avg", "exp_inf")
-    _reference_step = staticmethod(reference.adamax_step)
 
     def __init__(
         self,
@@ -75,6 +74,9 @@ class AdaMax(AdamFamily):
             impl=torch_compat_impl(impl, foreach, None, capturable, differentiable),
         )
         super().__init__(params, defaults)
+
+    def _reference_step(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> int:
+        return reference.adamax_step(p, grad, state, group)
 
     def _effective_ratio(self, state: dict[str, Any], group: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         m_hat, u, _ = bias_corrected_moments(state, group, "exp_avg", "exp_inf", correct_second=False)

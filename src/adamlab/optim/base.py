@@ -44,6 +44,12 @@ def _is_plain(t: torch.Tensor) -> bool:
     )
 
 
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    """p.grad, known to be set (for the type checker)."""
+    assert p.grad is not None
+    return p.grad
+
+
 def _position(params: list[torch.Tensor], p: torch.Tensor) -> int:
     return next(i for i, q in enumerate(params) if q is p)
 
@@ -63,7 +69,10 @@ class AdamFamily(Optimizer):
     algorithm: ClassVar[str]
     #: State keys, as torch.optim names them: first moment, second moment (v or u).
     moment_keys: ClassVar[tuple[str, str]]
-    _reference_step: ClassVar[Callable[[torch.Tensor, torch.Tensor, dict, dict], int]]
+
+    def _reference_step(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> int:
+        """One reference-path step for one tensor; returns the number of non-finite gradient entries."""
+        raise NotImplementedError
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         check_hyperparameters(
@@ -188,7 +197,7 @@ class AdamFamily(Optimizer):
         plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
         plan = plans.get(index) if use_kernel else None
         if plan is not None and plan.matches(params):
-            counts = plan.step(group, [p.grad for p in params])
+            counts = plan.step(group, [_grad(p) for p in params])
             if counts is not None:
                 return _nonfinite_report(index, enumerate(plan.params), counts, group["params"])
         plans.pop(index, None)
@@ -205,7 +214,7 @@ class AdamFamily(Optimizer):
         buckets: dict[torch.dtype, list[torch.Tensor]] = {}
         reference: list[torch.Tensor] = []
         for p in params:
-            grad = p.grad
+            grad = _grad(p)
             if grad.is_sparse:
                 raise TypeError(
                     f"{type(self).__name__} does not support sparse gradients (parameter "
@@ -235,14 +244,14 @@ class AdamFamily(Optimizer):
         bad: list[str] = []
         for members in buckets.values():
             plan = FusedPlan(self.algorithm, state_keys, members, [state_of[p] for p in members])
-            counts = plan.step(group, [p.grad for p in members])
+            counts = plan.step(group, [_grad(p) for p in members])
             if counts is None:  # cannot happen: every gradient was checked above
                 raise RuntimeError("internal error: a checked gradient was refused by the fused kernel")
             bad += _nonfinite_report(index, enumerate(members), counts, group["params"])
             if len(buckets) == 1 and not reference:
                 self._plans[index] = plan
         for p in reference:
-            count = type(self)._reference_step(p, p.grad, state_of[p], group)
+            count = self._reference_step(p, _grad(p), state_of[p], group)
             if count:
                 bad.append(f"parameter {_position(group['params'], p)} of param group {index} ({count} entries)")
         return bad
