@@ -1,0 +1,115 @@
+"""The ``adamlab`` command line: a thin door onto :mod:`adamlab.lab` (no logic of its own).
+
+::
+
+    adamlab reproduce NAME [--quick] [--out DIR] [--data DIR] [--seed N] [--no-progress]
+    adamlab reproduce --list
+    adamlab report [DIR]
+
+New commands are subparsers added in :func:`build_parser`, each calling one module function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from adamlab.lab.experiments import EXPERIMENTS, default_out_dir, list_experiments, run_experiment
+
+    if args.list:
+        for name, description in list_experiments():
+            print(f"{name:10s} {description}")
+        return 0
+    valid = ", ".join(sorted(EXPERIMENTS))
+    if args.name is None:
+        parser.error(f"reproduce needs an experiment NAME (valid: {valid}) or --list")
+    if args.name not in EXPERIMENTS:
+        parser.error(f"unknown experiment {args.name!r}; valid experiments: {valid}")
+    out = Path(args.out) if args.out is not None else default_out_dir(args.name, args.quick)
+    report = run_experiment(
+        args.name,
+        quick=args.quick,
+        out_dir=out,
+        data_dir=args.data,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(f"results: {out}")
+    print(f"report:  {report}")
+    for plot in sorted(Path(report).parent.glob("*.png")):
+        print(f"plot:    {plot}")
+    return 0
+
+
+def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from adamlab.lab.experiments import report_experiment
+    from adamlab.lab.results import MANIFEST_FILE
+
+    root = Path(args.dir)
+    dirs = [root] if (root / MANIFEST_FILE).is_file() else sorted(p.parent for p in root.glob(f"*/{MANIFEST_FILE}"))
+    if not dirs:
+        parser.error(f"no saved experiment in {root} (nor in its subdirectories); run `adamlab reproduce` first")
+    for d in dirs:
+        print(f"report: {report_experiment(d)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subparser per command, its handler in ``func``."""
+    parser = argparse.ArgumentParser(
+        prog="adamlab", description="Adam (Kingma & Ba, 2015): the paper's experiments, reproduced."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    rp = commands.add_parser(
+        "reproduce",
+        help="run one of the paper's experiments and write its plots and report",
+        description="Run an experiment (resuming a previous run in the same --out), then write its report.",
+    )
+    rp.add_argument("name", nargs="?", metavar="NAME", help="the experiment (see --list)")
+    rp.add_argument("--list", action="store_true", help="list the experiments and exit")
+    rp.add_argument("--quick", action="store_true", help="a shortened run (minutes): fewer epochs, coarser grids")
+    rp.add_argument("--out", metavar="DIR", help="output directory (default: runs/NAME, or runs/NAME-quick)")
+    rp.add_argument("--data", metavar="DIR", help="data root (default: $ADAMLAB_DATA, then the download cache)")
+    rp.add_argument("--seed", type=int, default=0, metavar="N", help="the run seed (default: 0)")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rp.set_defaults(func=_reproduce, parser=rp)
+
+    rep = commands.add_parser(
+        "report",
+        help="rewrite the plots and report of saved results (never re-trains)",
+        description="Write plots and report.md from an experiment's saved results.",
+    )
+    rep.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="a run's directory, or a folder of runs")
+    rep.set_defaults(func=_report, parser=rep)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``adamlab`` console script; returns the exit status."""
+    from adamlab.data import DataError
+    from adamlab.lab.results import ResultsError
+
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        options = sorted(s for action in args.parser._actions for s in action.option_strings)
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}; valid options: {', '.join(options)}")
+    try:
+        return args.func(args, args.parser)
+    except (DataError, ResultsError) as exc:
+        print(f"adamlab: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nadamlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The registry of reproducible experiments: ``adamlab reproduce NAME`` runs ``EXPERIMENTS[NAME]``.
+
+An :class:`Experiment` is a name, a one-line description, a ``run`` function and a ``report`` function. The
+paper's figures are lab specs (:func:`spec_experiment` turns a spec builder into an experiment, trained by
+:func:`adamlab.lab.runner.run_spec` and reported by :func:`adamlab.lab.report.write_report`); ``"theory"``
+delegates to :mod:`adamlab.theory.experiments`, imported only when it is run.
+
+:func:`run_experiment` writes ``experiment.json`` (which experiment, quick or full, seed) into the output
+directory, runs (resuming whatever is already there), and writes the report; :func:`report_experiment`
+rewrites the report of a saved run from its files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import adamlab
+from adamlab.lab import results as R
+from adamlab.lab.spec import ExperimentSpec
+
+__all__ = [
+    "EXPERIMENTS",
+    "Experiment",
+    "default_out_dir",
+    "list_experiments",
+    "register_experiment",
+    "report_experiment",
+    "run_experiment",
+    "spec_experiment",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """``run(out_dir, *, quick, data_dir, seed, progress)`` trains into ``out_dir`` (and may return the path of
+    a report it wrote itself); ``report(out_dir) -> Path`` writes the report from the saved results and
+    returns its path."""
+
+    name: str
+    description: str
+    run: Callable[..., Any]
+    report: Callable[[Path], Path]
+
+
+def spec_experiment(name: str, description: str, build_spec: Callable[..., ExperimentSpec]) -> Experiment:
+    """An experiment trained by the lab's runner from ``build_spec(quick=..., seed=...)``."""
+
+    def run(out_dir: Path, *, quick: bool, data_dir: PathLike | None, seed: int, progress: bool) -> None:
+        from adamlab.lab.runner import run_spec
+
+        run_spec(build_spec(quick=quick, seed=seed), out_dir, data_dir=data_dir, progress=progress)
+
+    def report(out_dir: Path) -> Path:
+        from adamlab.lab.report import write_report
+
+        return write_report(out_dir)
+
+    return Experiment(name, description, run, report)
+
+
+def _fig1_spec(*, quick: bool, seed: int) -> ExperimentSpec:
+    from adamlab.lab.experiments.fig1 import build_spec
+
+    return build_spec(quick=quick, seed=seed)
+
+
+def _theory_run(out_dir: Path, *, quick: bool, data_dir: PathLike | None, seed: int, progress: bool) -> Path:
+    theory = importlib.import_module("adamlab.theory.experiments")
+    return Path(theory.run(out_dir, quick=quick, seed=seed, progress=progress))  # it writes its report too
+
+
+def _theory_report(out_dir: Path) -> Path:
+    theory = importlib.import_module("adamlab.theory.experiments")
+    return Path(theory.report(out_dir))
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "fig1": spec_experiment(
+        "fig1",
+        "Figure 1: logistic regression on MNIST and on a sparse bag of words (Adam, SGD-Nesterov, AdaGrad, RMSProp)",
+        _fig1_spec,
+    ),
+    "theory": Experiment(
+        "theory",
+        "§4 and Reddi et al.: regret of Adam/AMSGrad on online convex problems, and the paper's bounds",
+        _theory_run,
+        _theory_report,
+    ),
+}
+
+
+def register_experiment(experiment: Experiment) -> None:
+    """Add (or replace) an experiment in the registry."""
+    EXPERIMENTS[experiment.name] = experiment
+
+
+def list_experiments() -> list[tuple[str, str]]:
+    """``(name, description)`` of every registered experiment, sorted by name."""
+    return [(name, EXPERIMENTS[name].description) for name in sorted(EXPERIMENTS)]
+
+
+def _get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]
+
+
+def default_out_dir(name: str, quick: bool) -> Path:
+    """``runs/<name>`` (``runs/<name>-quick`` for a quick run, so the two never share a directory)."""
+    return Path("runs") / (f"{name}-quick" if quick else name)
+
+
+def run_experiment(
+    name: str,
+    *,
+    quick: bool = False,
+    out_dir: PathLike | None = None,
+    data_dir: PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Run experiment ``name`` into ``out_dir`` (resuming a previous run there), then write its report.
+
+    Returns the report's path. Raises ``ValueError`` naming the valid experiments for an unknown ``name``.
+    """
+    experiment = _get(name)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(name, quick)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / R.MANIFEST_FILE
+    wanted = {"experiment": name, "quick": quick, "seed": seed}
+    if manifest.is_file():
+        previous = R.read_json(manifest)
+        if {k: previous.get(k) for k in wanted} != wanted:
+            raise R.ResultsError(
+                f"{out} holds a run of {previous.get('experiment')!r} (quick={previous.get('quick')}, "
+                f"seed={previous.get('seed')}); choose another --out directory or delete it"
+            )
+    else:
+        R.write_json(
+            manifest,
+            {
+                **wanted,
+                "adamlab": adamlab.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "torch_threads_default": torch.get_num_threads(),
+            },
+        )
+    report = experiment.run(out, quick=quick, data_dir=data_dir, seed=seed, progress=progress)
+    return Path(report) if report is not None else experiment.report(out)
+
+
+def report_experiment(out_dir: PathLike) -> Path:
+    """Rewrite the report of the experiment saved in ``out_dir`` (from its files only); return its path."""
+    out = Path(out_dir)
+    manifest = out / R.MANIFEST_FILE
+    if not manifest.is_file():
+        raise R.ResultsError(f"no {R.MANIFEST_FILE} in {out}: not the output directory of `adamlab reproduce`")
+    return _get(R.read_json(manifest)["experiment"]).report(out)

@@ -1,0 +1,163 @@
+"""The models of the paper's experiments (§6) and their loss.
+
+* :class:`LogisticRegression` — multi-class logistic regression (Figure 1), optionally with dropout on the
+  input features (Figure 1 right: 50%). With two classes it has a single logit and a sigmoid.
+* :class:`MLP` — fully connected ReLU network with input and hidden dropout (Figure 2).
+
+Inputs may be dense ``(batch, features)`` tensors or sparse COO tensors of that shape (bag-of-words): a
+sparse input is multiplied with :func:`torch.sparse.mm` and its dropout is drawn on the stored (non-zero)
+entries only — dropping a zero feature changes nothing, so this is the same distribution at a fraction of
+the cost.
+
+Dropout draws from an explicit :class:`torch.Generator` passed to ``forward`` so that the runner can save and
+restore its state (a resumed run is identical to an uninterrupted one); without one it uses torch's global
+generator.
+
+The loss is :func:`training_loss` = mean negative log-likelihood (nats per example) + (λ/2)·Σ‖W‖² over the
+weight matrices (the paper's "L2-regularised" objective; λ = ``ModelSpec.l2``).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adamlab.lab.spec import ModelSpec
+
+__all__ = [
+    "MLP",
+    "LogisticRegression",
+    "build_model",
+    "dropout",
+    "init_parameters",
+    "l2_penalty",
+    "mean_nll",
+    "training_loss",
+]
+
+
+def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Inverted dropout: zero each entry with probability ``p``, scale survivors by 1/(1 − p).
+
+    For a sparse COO ``x`` only its stored values are dropped (the zeros stay zero either way).
+    """
+    if p == 0.0:
+        return x
+    if x.is_sparse:
+        x = x.coalesce()
+        values = dropout(x.values(), p, generator)
+        return torch.sparse_coo_tensor(x.indices(), values, x.shape, is_coalesced=True, check_invariants=False)
+    keep = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= p
+    return x * keep / (1.0 - p)
+
+
+def _affine(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    if x.is_sparse:
+        return torch.sparse.mm(x, layer.weight.t()) + layer.bias
+    return layer(x)
+
+
+def _out_features(n_classes: int) -> int:
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    return 1 if n_classes == 2 else n_classes
+
+
+class LogisticRegression(nn.Module):
+    """Logistic regression: logits = W·dropout(x) + b; one logit when ``n_classes == 2``."""
+
+    def __init__(self, n_features: int, n_classes: int, *, input_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.input_dropout = input_dropout
+        self.linear = nn.Linear(n_features, _out_features(n_classes))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.training:
+            x = dropout(x, self.input_dropout, generator)
+        return _affine(x, self.linear)
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network: dropout(x) → [Linear → ReLU → dropout]* → Linear."""
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden: tuple[int, ...],
+        n_classes: int,
+        *,
+        input_dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("an MLP needs at least one hidden layer")
+        self.input_dropout = input_dropout
+        self.hidden_dropout = hidden_dropout
+        sizes = (n_features, *hidden)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self.out = nn.Linear(sizes[-1], _out_features(n_classes))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.training:
+            x = dropout(x, self.input_dropout, generator)
+        for i, layer in enumerate(self.hidden):
+            x = torch.relu(_affine(x, layer) if i == 0 else layer(x))
+            if self.training:
+                x = dropout(x, self.hidden_dropout, generator)
+        return self.out(x)
+
+
+def build_model(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
+    """The model a :class:`~adamlab.lab.spec.ModelSpec` describes (weights not yet initialised by seed)."""
+    if spec.kind == "logistic":
+        return LogisticRegression(n_features, n_classes, input_dropout=spec.input_dropout)
+    return MLP(
+        n_features,
+        spec.hidden,
+        n_classes,
+        input_dropout=spec.input_dropout,
+        hidden_dropout=spec.hidden_dropout,
+    )
+
+
+def init_parameters(model: nn.Module, std: float, generator: torch.Generator) -> None:
+    """Weights ~ N(0, std²) from ``generator``, biases 0 (the paper gives no scheme; this is our choice)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
+
+
+def mean_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood in nats: softmax cross-entropy, or the logistic loss for one logit."""
+    if logits.shape[-1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+    return F.cross_entropy(logits, y)
+
+
+def l2_penalty(model: nn.Module, coefficient: float) -> torch.Tensor:
+    """(λ/2)·Σ‖W‖² over the weight matrices (biases are not penalised)."""
+    total = torch.zeros(())
+    if coefficient == 0.0:
+        return total
+    for name, p in model.named_parameters():
+        if not name.endswith("bias"):
+            total = total + p.pow(2).sum()
+    return 0.5 * coefficient * total
+
+
+def training_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    l2: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The minibatch objective: mean NLL + (λ/2)·Σ‖W‖²."""
+    return mean_nll(model(x, generator), y) + l2_penalty(model, l2)

@@ -1,0 +1,77 @@
+"""The command line: listing, errors that name the valid choices, and a tiny experiment end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from adamlab.cli import build_parser, main
+from adamlab.lab.experiments import EXPERIMENTS, spec_experiment
+from test_lab_helpers import tiny_spec
+
+
+@pytest.fixture
+def tiny_experiment(monkeypatch):
+    exp = spec_experiment(
+        "tiny", "a tiny synthetic experiment", lambda *, quick, seed: tiny_spec(epochs=2, seeds=(seed,))
+    )
+    monkeypatch.setitem(EXPERIMENTS, "tiny", exp)
+    return exp
+
+
+def test_list(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "fig1" in out and "theory" in out
+
+
+def test_unknown_experiment_exits_2_and_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "fig9"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'fig9'; valid experiments: fig1" in err and "theory" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["reproduce", "fig1", "--fast"],
+            "unrecognized arguments: --fast; valid options: --data, --help, --list",
+        ),
+        (["reproduce", "fig1", "--seed", "x"], "invalid int value: 'x'"),
+        (["reproduce"], "needs an experiment NAME (valid: fig1"),
+        (["bench"], "invalid choice: 'bench' (choose from"),
+    ],
+)
+def test_bad_options_and_values_are_explained(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_reproduce_and_report_a_tiny_experiment(tmp_path, capsys, tiny_experiment):
+    out = tmp_path / "tiny"
+    assert main(["reproduce", "tiny", "--out", str(out), "--seed", "4", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report:  {out / 'report.md'}" in printed and "tiny.png" in printed
+    assert (out / "experiment.json").is_file() and (out / "p" / "runs" / "adam" / "lr=0.1_seed4.json").is_file()
+    (out / "report.md").unlink()
+    assert main(["report", str(tmp_path)]) == 0, "a folder of runs: each is reported"
+    assert (out / "report.md").is_file()
+    assert main(["reproduce", "tiny", "--out", str(out), "--seed", "5", "--no-progress"]) == 1
+    assert "holds a run of 'tiny'" in capsys.readouterr().err
+
+
+def test_report_of_an_empty_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "no saved experiment" in capsys.readouterr().err
+
+
+def test_parser_defaults():
+    args = build_parser().parse_args(["reproduce", "fig1"])
+    assert (args.quick, args.out, args.data, args.seed, args.no_progress) == (False, None, None, 0, False)
+    assert build_parser().parse_args(["report"]).dir == "runs"

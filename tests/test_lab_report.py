@@ -1,0 +1,84 @@
+"""The report: written from saved results only, with plots, and verdicts that follow the numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from adamlab.lab import results as R
+from adamlab.lab.report import write_report
+from adamlab.lab.runner import run_spec
+from test_lab_helpers import fake_results, tiny_spec
+
+
+def test_report_from_a_real_tiny_run(tmp_path, monkeypatch):
+    spec = tiny_spec(epochs=2)
+    run_spec(spec, tmp_path, progress=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the report must not train")
+
+    monkeypatch.setattr("adamlab.lab.runner.train_run", no_training)
+    path = write_report(tmp_path)
+    text = path.read_text()
+    for name in ("tiny.png", "tiny.pdf", "tiny_diagnostics.png", "tiny_diagnostics.pdf"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+    assert "![tiny](tiny.png)" in text
+    assert "Adam ≈ SGD" in text and "Adam faster than AdaGrad" in text
+    assert "Chosen hyper-parameters" in text and ("lr=0.1" in text or "lr=0.01" in text)
+    assert "§2.1 diagnostics" in text and "Quick run" in text and "a test run" in text
+    assert "| Adam | 1 |" in text and "| Adam | 2 |" in text, "diagnostics at the first and last epoch"
+
+
+def _flat(start, final, epochs):
+    return [start + (final - start) * min(1.0, e / (epochs / 2)) for e in range(epochs + 1)]
+
+
+def test_verdicts_follow_constructed_results(tmp_path):
+    spec = tiny_spec(epochs=4)
+    # Adam ≈ SGD (0.300 vs 0.305) and Adam faster than AdaGrad (0.30 vs 0.40): both hold.
+    fake_results(
+        tmp_path / "held",
+        spec,
+        {
+            "p": {
+                "adam/lr=0.1": _flat(1, 0.300, 4),
+                "sgd_nesterov/lr=0.05": _flat(1, 0.305, 4),
+                "adagrad/lr=0.1": _flat(1, 0.40, 4),
+            }
+        },
+    )
+    text = write_report(tmp_path / "held").read_text()
+    assert "2 of 2 held" in text
+    assert text.count("✅ held") == 2
+    assert "0.3000 vs SGD Nesterov 0.3050" in text
+    # Adam far from SGD and slower than AdaGrad: neither holds.
+    fake_results(
+        tmp_path / "not",
+        spec,
+        {
+            "p": {
+                "adam/lr=0.1": _flat(1, 0.5, 4),
+                "sgd_nesterov/lr=0.05": _flat(1, 0.3, 4),
+                "adagrad/lr=0.1": _flat(1, 0.4, 4),
+            }
+        },
+    )
+    text = write_report(tmp_path / "not").read_text()
+    assert "0 of 2 held" in text and text.count("❌ did not hold") == 2
+
+
+def test_grid_edges_and_stand_ins_are_reported(tmp_path):
+    spec = tiny_spec(epochs=2)
+    fake_results(tmp_path, spec, {"p": {"adam/lr=0.1": [1, 0.5, 0.3]}})
+    R.write_json(tmp_path / "p" / "data.json", {"description": "snippets, stand-in for IMDB", "stand_in_for": "IMDB"})
+    text = write_report(tmp_path).read_text()
+    assert "at the edge of the grid in lr" in text
+    assert "a stand-in for IMDB" in text
+
+
+def test_report_of_an_unfinished_or_foreign_directory(tmp_path):
+    with pytest.raises(R.ResultsError, match=r"no spec\.json"):
+        write_report(tmp_path)
+    R.write_json(tmp_path / "spec.json", tiny_spec().to_dict())
+    with pytest.raises(R.ResultsError, match="has not finished"):
+        write_report(tmp_path)
