@@ -23,6 +23,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from adamlab.files import save_figure
 from adamlab.lab import results as R
 from adamlab.lab.claims import HELD, INCONCLUSIVE, Verdict, judge
 from adamlab.lab.spec import ExperimentSpec, PanelSpec
@@ -88,14 +89,7 @@ def _setting_text(setting: dict[str, Any]) -> str:
 
 def _save(fig: Figure, out: Path, stem: str) -> list[Path]:
     FigureCanvasAgg(fig)
-    paths = []
-    for ext in FORMATS:
-        path = out / f"{stem}.{ext}"
-        tmp = out / f".{stem}.tmp.{ext}"
-        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    return save_figure(fig, out, stem, FORMATS, dpi=150, bbox_inches="tight")
 
 
 def _diagnosed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,18 +18,13 @@ so an interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
+# The writes themselves are adamlab.files' (atomic); re-exported for the lab's modules.
+from adamlab.files import atomic_write_bytes, atomic_write_text, read_json, save_torch, write_csv, write_json
 from adamlab.lab.spec import ExperimentSpec, setting_id
 
 __all__ = [
@@ -54,64 +49,6 @@ MANIFEST_FILE = "experiment.json"
 
 class ResultsError(RuntimeError):
     """A results directory is missing files or holds results of a different spec."""
-
-
-# -- atomic writes ---------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """JSON has no NaN/Infinity: non-finite floats are written as ``null``."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=1, sort_keys=True, allow_nan=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if (isinstance(v, float) and not math.isfinite(v)) or v is None else v for v in row])
-    atomic_write_text(path, buf.getvalue())
-
-
-def save_torch(path: Path, obj: Any) -> None:
-    """:func:`torch.save` to a temporary file, then :func:`os.replace`."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # -- layout ----------------------------------------------------------------------------------------------

@@ -18,15 +18,14 @@ plots and ``report.md`` from those files alone. Everything is deterministic give
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from adamlab.files import read_json, write_json
 from adamlab.numpy import Adam
-from adamlab.theory._files import jsonable, write_atomic
 from adamlab.theory.baselines import AdaGrad, OnlineGradientDescent
 from adamlab.theory.bound import check_preconditions, theorem41_bound
 from adamlab.theory.problems import (
@@ -386,7 +385,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     for name in EXPERIMENTS:
         path = out_dir / f"{name}.json"
         if path.exists():
-            meta = json.loads(path.read_text(encoding="utf-8"))
+            meta = read_json(path)
             if meta.get("mode") != mode or meta.get("seed") != seed:
                 raise ValueError(
                     f"{path} was made with mode={meta.get('mode')!r}, seed={meta.get('seed')!r}, not "
@@ -404,7 +403,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
             "seconds": time.perf_counter() - start,
             "results": results,
         }
-        write_atomic(path, json.dumps(jsonable(record), indent=1, allow_nan=False))
+        write_json(path, record)
     return report(out_dir)
 
 
@@ -417,7 +416,7 @@ def report(out_dir: Path) -> Path:
     for name in EXPERIMENTS:
         path = out_dir / f"{name}.json"
         if path.exists():
-            found[name] = json.loads(path.read_text(encoding="utf-8"))
+            found[name] = read_json(path)
     if not found:
         raise FileNotFoundError(f"no results (*.json of {', '.join(EXPERIMENTS)}) in {out_dir}")
     return write_report(found, out_dir)

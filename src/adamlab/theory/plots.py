@@ -5,13 +5,11 @@ Everything here reads the saved JSON records of :mod:`adamlab.theory.experiments
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from adamlab.theory._files import replace_atomic, write_atomic
+from adamlab.files import atomic_write_text, save_figure
 
 COLORS = {"Adam": "tab:red", "AMSGrad": "tab:blue", "AdaGrad": "tab:green", "SGD": "tab:gray"}
 
@@ -23,20 +21,8 @@ def _arr(x) -> np.ndarray:
 
 def _save(fig, out_dir: Path, stem: str) -> list[str]:
     """Save ``fig`` as <stem>.png and <stem>.pdf, each atomically; return the file names."""
-    names = []
     fig.tight_layout()  # once; (constrained layout or bbox_inches="tight" per file cost seconds each)
-    for ext in ("png", "pdf"):
-        path = out_dir / f"{stem}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{ext}")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=110)
-            replace_atomic(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        names.append(path.name)
-    return names
+    return [p.name for p in save_figure(fig, out_dir, stem, dpi=110)]
 
 
 def _figure(nrows: int, ncols: int, size: tuple[float, float]):
@@ -321,5 +307,5 @@ def write_report(records: dict[str, dict], out_dir: Path) -> Path:
         lines += ["## 3. §5: Adam → AdaGrad as β2 → 1", ""]
         lines += [*_lines_limits(records["limits"]), "", f"![gap]({stem}.png)", ""]
     path = out_dir / "report.md"
-    write_atomic(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
