@@ -31,15 +31,26 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error(f"reproduce needs an experiment NAME (valid: {valid}) or --list")
     if args.name not in EXPERIMENTS:
         parser.error(f"unknown experiment {args.name!r}; valid experiments: {valid}")
+    from adamlab.lab import parallel
+
     out = Path(args.out) if args.out is not None else default_out_dir(args.name, args.quick)
-    report = run_experiment(
-        args.name,
-        quick=args.quick,
-        out_dir=out,
-        data_dir=args.data,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    created = parallel.init_from_env()  # under torchrun: data-parallel training, rank 0 writes
+    try:
+        report = run_experiment(
+            args.name,
+            quick=args.quick,
+            out_dir=out,
+            data_dir=args.data,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+        if not parallel.is_writer():
+            return 0
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     print(f"results: {out}")
     print(f"report:  {report}")
     for plot in sorted(Path(report).parent.glob("*.png")):

@@ -158,6 +158,8 @@ def training_loss(
     y: torch.Tensor,
     l2: float,
     generator: torch.Generator | None = None,
+    nll_scale: float = 1.0,
 ) -> torch.Tensor:
-    """The minibatch objective: mean NLL + (λ/2)·Σ‖W‖²."""
-    return mean_nll(model(x, generator), y) + l2_penalty(model, l2)
+    """The minibatch objective: mean NLL + (λ/2)·Σ‖W‖². ``nll_scale`` weights the NLL term (a rank's share of
+    the minibatch under data parallelism, see :mod:`adamlab.lab.parallel`)."""
+    return mean_nll(model(x, generator), y) * nll_scale + l2_penalty(model, l2)

@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 import adamlab
+from adamlab.lab import parallel
 from adamlab.lab import results as R
 from adamlab.lab.datasets import TrainingData, load_dataset
 from adamlab.lab.models import build_model, init_parameters, l2_penalty, mean_nll, training_loss
@@ -130,9 +131,13 @@ def _init_weights(panel: PanelSpec, data: TrainingData, seed: int, out: Path) ->
     """The panel's initial weights for ``seed``, drawn and saved once; every optimiser loads this file."""
     path = R.init_path(out, panel.name, seed)
     if not path.is_file():
-        model = build_model(panel.model, data.n_features, data.n_classes)
-        init_parameters(model, panel.model.init_std, _generator(seed, "init"))
-        R.save_torch(path, model.state_dict())
+
+        def draw() -> None:
+            model = build_model(panel.model, data.n_features, data.n_classes)
+            init_parameters(model, panel.model.init_std, _generator(seed, "init"))
+            R.save_torch(path, model.state_dict())
+
+        parallel.on_writer(draw)
     return path
 
 
@@ -156,9 +161,10 @@ def train_run(
     model = build_model(panel.model, data.n_features, data.n_classes)
     model.load_state_dict(torch.load(init_file, weights_only=True))
     optimizer = make_optimizer(opt.optimizer, model.parameters(), **opt.kwargs(setting))
-    shuffle = _generator(seed, "shuffle")
-    noise = _generator(seed, "dropout")
+    shuffle = _generator(seed, "shuffle")  # the same permutation on every rank under torchrun
+    noise = _generator(seed, parallel.stream_name("dropout"))
     l2 = panel.model.l2
+    write = parallel.is_writer()
 
     start = 0
     if ckpt_file.is_file() and run_file.is_file():
@@ -184,20 +190,26 @@ def train_run(
             "batch_size": panel.batch_size,
             "init_sha256": _file_digest(init_file),
             "torch_threads": torch.get_num_threads(),
+            "data_parallel_ranks": parallel.world_size(),
             "complete": False,
             "diverged": False,
             "history": [{"epoch": 0, **evaluate(model, data, l2), "seconds": 0.0, "diagnostics": None}],
         }
-        R.write_json(run_file, record)
+        if write:
+            R.write_json(run_file, record)
 
+    trained = parallel.wrap(model)  # DistributedDataParallel under torchrun, else the model itself
     model.train()
     n = data.n_examples
     for epoch in range(start + 1, panel.epochs + 1):
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=shuffle)
         for i in range(0, n, panel.batch_size):
-            xb, yb = data.batch(order[i : i + panel.batch_size])
-            loss = training_loss(model, xb, yb, l2, noise)
+            batch = order[i : i + panel.batch_size]
+            xb, yb = data.batch(parallel.shard(batch))
+            # The minibatch's mean NLL (this rank's share of it under torchrun) plus the L2 penalty.
+            scale = parallel.local_loss_scale(len(yb), len(batch))
+            loss = training_loss(trained, xb, yb, l2, noise, nll_scale=scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -207,7 +219,9 @@ def train_run(
         entry["diagnostics"] = _diagnostics(optimizer)
         record["history"].append(entry)
         diverged = not math.isfinite(entry["train_cost"])
-        if diverged or epoch == panel.epochs:
+        if not write:
+            pass
+        elif diverged or epoch == panel.epochs:
             record["complete"] = True
             record["diverged"] = diverged
             R.write_json(run_file, record)
@@ -224,10 +238,11 @@ def train_run(
                     "dropout_rng": noise.get_state(),
                 },
             )
-        if on_epoch is not None:
+        if on_epoch is not None and write:
             on_epoch(run_file, epoch, entry)
         if diverged:
             break
+    parallel.barrier()  # the run's files are written before any rank looks at them
     return record
 
 
@@ -339,7 +354,7 @@ def _prepare_out(spec: ExperimentSpec, out: Path) -> None:
             f"{out} holds results of a different spec of {spec.name!r} (e.g. quick vs full, another seed "
             "or grid); choose another --out directory or delete this one"
         )
-    R.write_json(path, spec.to_dict())
+    parallel.on_writer(R.write_json, path, spec.to_dict())
 
 
 def run_spec(
@@ -383,7 +398,9 @@ def _run_spec(
         for setting in opt.settings()
         for seed in spec.seeds
     ]
-    bar = tqdm(total=len(plan), desc=spec.name, unit="run", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(plan), desc=spec.name, unit="run", disable=not (progress and parallel.is_writer()), dynamic_ncols=True
+    )
     try:
         for panel in spec.panels:
             runs = [(o, st, sd) for p, o, st, sd in plan if p is panel]
@@ -393,10 +410,8 @@ def _run_spec(
             bar.update(len(runs) - len(todo))
             if todo:
                 data = load_dataset(panel.dataset, data_dir)
-                R.write_json(
-                    out / panel.name / "data.json",
-                    {**data.info, "n_examples": data.n_examples, "n_features": data.n_features},
-                )
+                info = {**data.info, "n_examples": data.n_examples, "n_features": data.n_features}
+                parallel.on_writer(R.write_json, out / panel.name / "data.json", info)
                 inits = {seed: _init_weights(panel, data, seed, out) for seed in spec.seeds}
             for opt, setting, seed in todo:
                 run_file = R.run_path(out, panel.name, opt.key, setting, seed)
@@ -409,7 +424,7 @@ def _run_spec(
 
                 train_run(panel, opt, setting, seed, data, inits[seed], run_file, on_epoch=show)
                 bar.update(1)
-            grid_search(spec, panel, out)
+            parallel.on_writer(grid_search, spec, panel, out)
     finally:
         bar.close()
     return out

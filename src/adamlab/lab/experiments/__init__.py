@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 import adamlab
+from adamlab.lab import parallel
 from adamlab.lab import results as R
 from adamlab.lab.spec import ExperimentSpec
 
@@ -76,7 +77,9 @@ def _fig1_spec(*, quick: bool, seed: int) -> ExperimentSpec:
 
 def _theory_run(out_dir: Path, *, quick: bool, data_dir: PathLike | None, seed: int, progress: bool) -> Path:
     theory = importlib.import_module("adamlab.theory.experiments")
-    return Path(theory.run(out_dir, quick=quick, seed=seed, progress=progress))  # it writes its report too
+    # Single-process numerical work; under torchrun rank 0 does it while the others wait. It writes its report.
+    parallel.on_writer(lambda: theory.run(out_dir, quick=quick, seed=seed, progress=progress))
+    return out_dir / "report.md"
 
 
 def _theory_report(out_dir: Path) -> Path:
@@ -145,7 +148,7 @@ def run_experiment(
                 f"{out} holds a run of {previous.get('experiment')!r} (quick={previous.get('quick')}, "
                 f"seed={previous.get('seed')}); choose another --out directory or delete it"
             )
-    else:
+    elif parallel.is_writer():
         R.write_json(
             manifest,
             {
@@ -158,7 +161,10 @@ def run_experiment(
             },
         )
     report = experiment.run(out, quick=quick, data_dir=data_dir, seed=seed, progress=progress)
-    return Path(report) if report is not None else experiment.report(out)
+    if report is not None:
+        return Path(report)
+    path = parallel.on_writer(experiment.report, out)  # under torchrun rank 0 writes the report
+    return path if path is not None else out / "report.md"
 
 
 def report_experiment(out_dir: PathLike) -> Path:
