@@ -4,6 +4,7 @@ reference path, non-finite gradients, temporal averaging (§7.2) and diagnostics
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -61,6 +62,69 @@ def _nonfinite_report(index: int, members: Any, counts: Any, params: list[torch.
         for (_, p), c in zip(members, counts)
         if c
     ]
+
+
+# ---------------------------------------------------------------------- distributed support (docs/distributed.md)
+# FSDP2 (and tensor parallelism) hand the optimizer DTensors. The update is element-wise, so when a parameter,
+# its gradient and its state tensors are DTensors laid out alike (same mesh, placements and shape, none of them
+# a pending reduction), stepping each rank's local shards is the global step: the fused kernel (or, with
+# impl="reference", the reference path) takes the local tensors. Other DTensors take the reference path as
+# DTensors.
+
+
+def _dtensor_class() -> type | None:
+    """DTensor, if torch.distributed.tensor was imported (no DTensor can exist otherwise); importing it here
+    would cost every ``import adamlab`` a second."""
+    return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+
+
+def _local_shards(
+    p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], keys: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]] | None:
+    """The local tensors of a DTensor parameter, its gradient and its state, if the element-wise update may run
+    on them; None otherwise (not a DTensor, layouts differ, or a Partial placement)."""
+    dtensor = _dtensor_class()
+    if dtensor is None or not isinstance(p, dtensor):
+        return None
+    tensors = [grad, *(state[k] for k in keys)]
+    layout = (p.device_mesh, tuple(p.placements), p.shape)  # type: ignore[attr-defined]
+    if any(pl.is_partial() for pl in p.placements) or not all(  # type: ignore[attr-defined]
+        isinstance(t, dtensor) and (t.device_mesh, tuple(t.placements), t.shape) == layout  # type: ignore[attr-defined]
+        for t in tensors
+    ):
+        return None
+    local_p, local_g, *local_state = (t.to_local() for t in (p, *tensors))  # type: ignore[attr-defined]
+    return local_p, local_g, dict(zip(keys, local_state))
+
+
+def _sum_over_shards(params: list[torch.Tensor], counts: Any) -> list[int]:
+    """Each rank counted the non-finite gradient entries of its own shards: sum the counts over the mesh
+    dimensions the parameters are sharded on, so that every rank reports (and raises) alike. One small
+    all-reduce per mesh layout and sharded dimension. (DTensor's own ``int()`` of a sum gives the local count.)"""
+    import torch.distributed as dist
+
+    totals = list(counts)
+    layouts: dict[tuple[Any, ...], list[int]] = {}
+    for i, p in enumerate(params):
+        layouts.setdefault((p.device_mesh, tuple(p.placements)), []).append(i)  # type: ignore[attr-defined]
+    for (mesh, placements), indices in layouts.items():
+        sharded = [dim for dim, pl in enumerate(placements) if pl.is_shard()]
+        if not sharded:
+            continue
+        local = torch.tensor([totals[i] for i in indices], dtype=torch.int64)
+        for dim in sharded:
+            dist.all_reduce(local, group=mesh.get_group(dim))
+        for i, total in zip(indices, local.tolist()):
+            totals[i] = total
+    return totals
+
+
+def _gathered(state: dict[str, Any]) -> dict[str, Any]:
+    """The state with every DTensor gathered in full (a collective: every rank must call)."""
+    dtensor = _dtensor_class()
+    if dtensor is None:
+        return state
+    return {k: v.full_tensor() if isinstance(v, dtensor) else v for k, v in state.items()}  # type: ignore[attr-defined]
 
 
 class AdamFamily(Optimizer):
@@ -212,7 +276,10 @@ class AdamFamily(Optimizer):
         state_keys = self._state_keys(group)
         state_of = self.state
         buckets: dict[torch.dtype, list[torch.Tensor]] = {}
+        # distributed: DTensor parameters stepped on their local shards (parameter, its local tensors)
+        shards: dict[torch.dtype, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]]] = {}
         reference: list[torch.Tensor] = []
+        reference_shards: dict[int, tuple[torch.Tensor, torch.Tensor, dict]] = {}  # distributed: id(p) -> locals
         for p in params:
             grad = _grad(p)
             if grad.is_sparse:
@@ -224,7 +291,18 @@ class AdamFamily(Optimizer):
             state = state_of[p]
             if not state:
                 self._init_state(p, group, state)
+            local = _local_shards(p, grad, state, state_keys)  # distributed
             if (
+                use_kernel
+                and local is not None
+                and p.dtype in FUSED_DTYPES
+                and grad.dtype == p.dtype
+                and _is_plain(local[0])
+                and _is_plain(local[1])
+                and all(_is_plain(t) and t.dtype == p.dtype for t in local[2].values())
+            ):
+                shards.setdefault(p.dtype, []).append((p, *local))
+            elif (
                 use_kernel
                 and p.dtype in FUSED_DTYPES
                 and grad.dtype == p.dtype
@@ -241,6 +319,8 @@ class AdamFamily(Optimizer):
                         f"({type(p).__name__}). Use impl='auto'."
                     )
                 reference.append(p)
+                if local is not None:
+                    reference_shards[id(p)] = local
         bad: list[str] = []
         for members in buckets.values():
             plan = FusedPlan(self.algorithm, state_keys, members, [state_of[p] for p in members])
@@ -248,12 +328,30 @@ class AdamFamily(Optimizer):
             if counts is None:  # cannot happen: every gradient was checked above
                 raise RuntimeError("internal error: a checked gradient was refused by the fused kernel")
             bad += _nonfinite_report(index, enumerate(members), counts, group["params"])
-            if len(buckets) == 1 and not reference:
+            if len(buckets) == 1 and not reference and not shards:
                 self._plans[index] = plan
+        for entries in shards.values():  # distributed: a plan over the local shards, rebuilt every step
+            dts = [p for p, _, _, _ in entries]
+            local_states = [{**ls, "step": state_of[p]["step"]} for p, _, _, ls in entries]
+            plan = FusedPlan(self.algorithm, state_keys, [lp for _, lp, _, _ in entries], local_states)
+            counts = plan.step(group, [lg for _, _, lg, _ in entries])
+            if counts is None:  # cannot happen: every gradient was checked above
+                raise RuntimeError("internal error: a checked gradient was refused by the fused kernel")
+            bad += _nonfinite_report(index, enumerate(dts), _sum_over_shards(dts, counts), group["params"])
+        sharded: list[tuple[torch.Tensor, int]] = []  # distributed: DTensors' local counts, summed below
         for p in reference:
+            local = reference_shards.get(id(p))
+            if local is not None:  # distributed: the reference step on the local shards, as the kernel's
+                lp, lg, ls = local
+                sharded.append((p, self._reference_step(lp, lg, {**ls, "step": state_of[p]["step"]}, group)))
+                continue
             count = self._reference_step(p, _grad(p), state_of[p], group)
             if count:
                 bad.append(f"parameter {_position(group['params'], p)} of param group {index} ({count} entries)")
+        if sharded:
+            dts = [p for p, _ in sharded]
+            totals = _sum_over_shards(dts, [c for _, c in sharded])
+            bad += _nonfinite_report(index, enumerate(dts), totals, group["params"])
         return bad
 
     # ------------------------------------------------------------------ temporal averaging (§7.2)
@@ -309,7 +407,7 @@ class AdamFamily(Optimizer):
             for p in group["params"]:
                 state = self.state.get(p)
                 if state and float(state["step"]) > 0:
-                    r, s = self._effective_ratio(state, group)
+                    r, s = self._effective_ratio(_gathered(state), group)  # distributed: DTensors in full
                     ratios.append(r.detach().reshape(-1).double().cpu())
                     snrs.append(s.detach().reshape(-1).double().cpu())
         if not ratios:
