@@ -139,16 +139,7 @@ class AdamFamily(Optimizer):
         raise NotImplementedError
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        check_hyperparameters(
-            lr=defaults["lr"],
-            betas=defaults["betas"],
-            eps=defaults["eps"],
-            weight_decay=defaults["weight_decay"],
-            eps_mode=defaults.get("eps_mode", "paper"),
-            lr_decay=defaults["lr_decay"],
-            beta1_decay=defaults["beta1_decay"],
-            averaging_beta=defaults["averaging_beta"],
-        )
+        self._check_group(defaults)  # fail on bad options before anything else (also checked per group)
         if defaults["impl"] == "fused":
             self._require_kernel()
         super().__init__(params, defaults)
@@ -173,6 +164,7 @@ class AdamFamily(Optimizer):
             raise
 
     def _check_group(self, group: dict[str, Any]) -> None:
+        """Raise ValueError/TypeError naming the first bad option of a param group (or of the defaults)."""
         check_hyperparameters(
             lr=group["lr"],
             betas=group["betas"],
