@@ -197,7 +197,7 @@ def test_closure_and_zero_grad(impl):
         opt.zero_grad()
         loss = (model(x) - y).pow(2).mean()
         loss.backward()
-        calls.append(float(loss))
+        calls.append(loss.item())
         return loss
 
     losses = [float(opt.step(closure)) for _ in range(200)]
