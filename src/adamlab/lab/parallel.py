@@ -14,6 +14,7 @@ Without torchrun (no ``WORLD_SIZE`` > 1 in the environment) every function here 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -69,6 +70,9 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     torchrun. Parameters, state_dict and the optimiser stay those of ``model``."""
     if world_size() == 1:
         return model
+    # The gradient of a (1, d) weight from a sparse product comes with strides (1, 1), which DDP reports as
+    # unlike its bucket's (d, 1); for a dimension of size 1 the two layouts are the same memory.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return torch.nn.parallel.DistributedDataParallel(model)
 
 
