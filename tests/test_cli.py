@@ -41,7 +41,9 @@ def test_unknown_experiment_exits_2_and_lists_the_valid_ones(capsys):
         ),
         (["reproduce", "fig1", "--seed", "x"], "invalid int value: 'x'"),
         (["reproduce"], "needs an experiment NAME (valid: fig1"),
-        (["bench"], "invalid choice: 'bench' (choose from"),
+        (["bench"], "the following arguments are required: BENCHMARK"),
+        (["bench", "stpe"], "invalid choice: 'stpe' (choose from 'step')"),
+        (["frobnicate"], "invalid choice: 'frobnicate' (choose from"),
     ],
 )
 def test_bad_options_and_values_are_explained(capsys, argv, expected):

@@ -200,7 +200,7 @@ def test_closure_and_zero_grad(impl):
         calls.append(loss.item())
         return loss
 
-    losses = [float(opt.step(closure)) for _ in range(200)]
+    losses = [opt.step(closure).item() for _ in range(200)]
     assert len(calls) == 200 and losses[-1] < 1e-2 * losses[0]
     opt.zero_grad(set_to_none=True)
     assert all(p.grad is None for p in model.parameters())

@@ -5,6 +5,7 @@
     adamlab reproduce NAME [--quick] [--out DIR] [--data DIR] [--seed N] [--no-progress]
     adamlab reproduce --list
     adamlab report [DIR]
+    adamlab bench step [--quick] [--threads 1 2] [--out FILE.json]
 
 New commands are subparsers added in :func:`build_parser`, each calling one module function.
 """
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="a run's directory, or a folder of runs")
     rep.set_defaults(func=_report, parser=rep)
+    from adamlab.bench import add_cli
+
+    add_cli(commands)  # adamlab bench step …
     return parser
 
 

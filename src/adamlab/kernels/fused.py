@@ -155,7 +155,9 @@ class RooflinePlan:
     the same driver (one call, thread split) as the step: what a layout of separate tensors itself costs.
     The tensors must stay alive and unmoved while the plan is used (the benchmark's own tensors)."""
 
-    def __init__(self, p: list[torch.Tensor], g: list[torch.Tensor], m: list[torch.Tensor], v: list[torch.Tensor]):
+    def __init__(
+        self, p: list[torch.Tensor], g: list[torch.Tensor], m: list[torch.Tensor], v: list[torch.Tensor]
+    ) -> None:
         for ts in (p, g, m, v):
             if len(ts) != len(p) or any(t.dtype != torch.float32 or not t.is_contiguous() for t in ts):
                 raise ValueError("RooflinePlan needs four equally long lists of contiguous float32 tensors")

@@ -246,15 +246,23 @@ class AdamFamily(Optimizer):
         return False
 
     def _step_group(self, index: int, group: dict[str, Any]) -> list[str]:
-        params = [p for p in group["params"] if p.grad is not None]
+        # The common case is kept to a few C-level passes over the tensors: this runs every step.
+        all_grads = [p.grad for p in group["params"]]
+        if any(g is None for g in all_grads):  # (not `None in`: that compares tensors with ==)
+            params = [p for p, g in zip(group["params"], all_grads) if g is not None]
+            grads = [g for g in all_grads if g is not None]
+        else:
+            params, grads = group["params"], all_grads
         if not params:
             return []
         use_kernel = self._use_kernel(group["impl"])
         plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
         plan = plans.get(index) if use_kernel else None
         if plan is not None and plan.matches(params):
-            counts = plan.step(group, [_grad(p) for p in params])
+            counts = plan.step(group, grads)
             if counts is not None:
+                if not any(counts):
+                    return []
                 return _nonfinite_report(index, enumerate(plan.params), counts, group["params"])
         plans.pop(index, None)
         return self._step_group_slow(index, group, params, use_kernel)

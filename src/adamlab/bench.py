@@ -1,0 +1,580 @@
+"""``adamlab bench step``: the speed of one optimizer step on CPU, against the memory-bandwidth limit.
+
+An fp32 Adam step reads θ, g, m, v and writes θ, m, v: 28 bytes per parameter, so on a CPU it is bound by
+memory bandwidth. The yardstick is :func:`adamlab.kernels.fused.roofline`, a C loop with exactly that memory
+pattern and trivial arithmetic, measured in the same run. Contenders:
+
+=========================  ================================================================================
+``roofline``               the C loop above over flat fp32 buffers of the layout's size (the speed limit)
+``roofline, tensors``      the same loop over the layout's own tensors where they lie, through the kernel's
+                           driver (one call per step): what a layout of separate tensors costs by itself
+``adamlab Adam``           ``adamlab.Adam(params)``: the default (fused C kernel) step
+``adamlab AdaMax``         ``adamlab.AdaMax(params)``: the default (fused C kernel) step
+``adamlab Adam reference`` ``adamlab.Adam(params, impl="reference")``: per-tensor torch ops
+``torch Adam``             ``torch.optim.Adam(params)``: torch's default, the for-loop on CPU
+``torch Adam foreach``     ``torch.optim.Adam(params, foreach=True)``
+``torch Adam fused``       ``torch.optim.Adam(params, fused=True)``
+``torch AdamW fused``      ``torch.optim.AdamW(params, fused=True)``
+``torch Adamax``           ``torch.optim.Adamax(params)``: torch's default, the for-loop on CPU
+``torch Adamax foreach``   ``torch.optim.Adamax(params, foreach=True)`` (torch has no fused Adamax)
+=========================  ================================================================================
+
+Method: for each layout and thread count, every contender gets its own state (all share the parameters and
+gradients, whose values do not change the work), takes warm-up steps, and then the contenders run
+round-robin, in a rotated order each round, a few steps each, for several rounds; the figure for a
+contender is the median of all its step times. Results are ratios to the roofline (``frac_roofline``) and to
+torch's fused Adam (``vs_torch_fused``) from the same run, so that a noisy shared machine still gives
+comparable numbers. GB/s counts 28 bytes per parameter for every contender.
+
+Peak extra memory: one more step of each contender under ``torch.profiler`` with ``profile_memory=True``
+(every allocation by torch's CPU allocator, in order; the peak of the running sum) plus ``tracemalloc``
+(Python-side allocations); their sum is reported, in bytes and as a fraction of the parameters' bytes.
+The fused kernel allocates only its per-tensor scalars in C
+(72 bytes a tensor), which neither probe sees.
+
+Run ``adamlab bench step`` (or ``python -m adamlab.bench``); ``--quick`` runs tiny sizes in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BYTES_PER_UPDATE = 28  # fp32: read θ, g, m, v (16 B), write θ, m, v (12 B)
+ROOFLINE = "roofline"
+ROOFLINE_TENSORS = "roofline, tensors"
+TORCH_FUSED = "torch Adam fused"
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+
+
+def transformer_sizes(width: int, blocks: int, vocab: int, context: int) -> list[int]:
+    """Parameter tensor sizes of a GPT-2-style decoder: token and position embeddings, ``blocks`` blocks of
+    (LayerNorm w/b, qkv weight/bias, attention projection weight/bias, LayerNorm w/b, MLP up weight/bias,
+    MLP down weight/bias) and a final LayerNorm w/b; the output head is tied to the token embedding."""
+    d = width
+    sizes = [vocab * d, context * d]
+    for _ in range(blocks):
+        sizes += [d, d, 3 * d * d, 3 * d, d * d, d, d, d, 4 * d * d, 4 * d, 4 * d * d, d]
+    return [*sizes, d, d]
+
+
+#: name -> (description, tensor sizes). "transformer": 196 tensors, 9,996,224 elements, 224 to 258,048 each.
+LAYOUTS: dict[str, tuple[str, list[int]]] = {
+    "flat": ("one flat tensor of 5e7 elements (200 MB fp32)", [50_000_000]),
+    "transformer": (
+        "transformer_sizes(width=224, blocks=16, vocab=1152, context=256): 196 tensors, ~1e7 elements",
+        transformer_sizes(224, 16, 1152, 256),
+    ),
+    "small": (
+        "transformer_sizes(width=48, blocks=3, vocab=256, context=64): 40 tensors, ~1e5 elements (cache-resident)",
+        transformer_sizes(48, 3, 256, 64),
+    ),
+}
+
+#: The same three shapes at tiny sizes, for ``--quick`` (a smoke test: the numbers mean little).
+QUICK_LAYOUTS: dict[str, tuple[str, list[int]]] = {
+    "flat": ("one flat tensor of 2e5 elements", [200_000]),
+    "transformer": ("transformer_sizes(width=32, blocks=2, vocab=128, context=32)", transformer_sizes(32, 2, 128, 32)),
+    "small": ("transformer_sizes(width=8, blocks=1, vocab=32, context=8)", transformer_sizes(8, 1, 32, 8)),
+}
+
+
+# ---------------------------------------------------------------------------------------------- contenders
+
+
+def _contenders() -> dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]]:
+    import adamlab
+
+    return {
+        "adamlab Adam": lambda ps: adamlab.Adam(ps),
+        "adamlab AdaMax": lambda ps: adamlab.AdaMax(ps),
+        "adamlab Adam reference": lambda ps: adamlab.Adam(ps, impl="reference"),
+        "torch Adam": lambda ps: torch.optim.Adam(ps),
+        "torch Adam foreach": lambda ps: torch.optim.Adam(ps, foreach=True),
+        TORCH_FUSED: lambda ps: torch.optim.Adam(ps, fused=True),
+        "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, fused=True),
+        "torch Adamax": lambda ps: torch.optim.Adamax(ps),
+        "torch Adamax foreach": lambda ps: torch.optim.Adamax(ps, foreach=True),
+    }
+
+
+def contender_names() -> list[str]:
+    """Every contender, the rooflines first."""
+    return [ROOFLINE, ROOFLINE_TENSORS, *_contenders()]
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the profiler's native log lines (written to fd 2) while it starts and stops."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_extra_bytes(step: Callable[[], Any]) -> dict[str, int | None]:
+    """Peak bytes allocated during ``step()`` above what was allocated before it: ``torch`` (torch's CPU
+    allocator, from the profiler's memory events), ``python`` (tracemalloc) and ``total`` (their sum).
+    ``torch`` is None where the profiler gives no memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch_peak: int | None = None
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        tracemalloc.start()
+        try:
+            before, _ = tracemalloc.get_traced_memory()
+            step()
+            _, python_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    try:
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        running = peak = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            running += e.nbytes()
+            peak = max(peak, running)
+        torch_peak = peak
+    except (AttributeError, RuntimeError):
+        torch_peak = None
+    python_extra = max(0, python_peak - before)
+    return {"torch": torch_peak, "python": python_extra, "total": (torch_peak or 0) + python_extra}
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+
+def _make_params(sizes: Sequence[int], seed: int = 0) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for n in sizes:
+        p = torch.nn.Parameter(torch.randn(n, generator=gen))
+        p.grad = torch.randn(n, generator=gen)
+        params.append(p)
+    return params
+
+
+class _Roofline:
+    """The roofline over flat buffers of ``total`` elements; a one-tensor layout lends its parameter and
+    gradient (the loop only reads g and adds to p; this saves memory at 5e7)."""
+
+    def __init__(self, total: int, params: list[torch.nn.Parameter]) -> None:
+        from adamlab.kernels.fused import roofline
+
+        self._roofline = roofline
+        grad = params[0].grad if len(params) == 1 else None
+        if grad is not None:
+            p, g = params[0].detach(), grad
+        else:
+            p, g = torch.randn(total), torch.randn(total)
+        self.p, self.g, self.m, self.v = p, g, torch.zeros(total), torch.zeros(total)
+
+    def step(self) -> None:
+        self._roofline(self.p, self.g, self.m, self.v, torch.get_num_threads())
+
+
+class _RooflineTensors:
+    """The roofline over the layout's own parameters and gradients where they lie, with its own m and v."""
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        from adamlab.kernels.fused import RooflinePlan
+
+        ps = [p.detach() for p in params]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        self.plan = RooflinePlan(ps, grads, [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps])
+
+    def step(self) -> None:
+        self.plan.run(torch.get_num_threads())
+
+
+def _time_steps(step: Callable[[], Any], count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_step_benchmark(
+    *,
+    quick: bool = False,
+    threads: Sequence[int] = (1, 2),
+    layouts: Sequence[str] | None = None,
+    repeats: int | None = None,
+    contenders: Sequence[str] | None = None,
+    round_seconds: float | None = None,
+    memory: bool = True,
+    out: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure one optimizer step of every contender on every layout at every thread count.
+
+    ``repeats`` is the number of round-robin rounds (default 7, or 2 with ``quick``); in each round a
+    contender takes enough steps to fill about ``round_seconds`` (default 0.25 s; 0.005 s with ``quick``),
+    at least one. Returns (and, with ``out``, writes as JSON) a dict with ``layouts``, ``results`` (one
+    row per layout × threads × contender) and ``targets`` (the issue's goals, checked on this run).
+    """
+    table = QUICK_LAYOUTS if quick else LAYOUTS
+    layout_names = list(table) if layouts is None else list(layouts)
+    for name in layout_names:
+        if name not in table:
+            raise ValueError(f"unknown layout {name!r}; choose from {sorted(table)}")
+    factories = _contenders()
+    names = contender_names() if contenders is None else list(contenders)
+    for name in names:
+        if name not in (ROOFLINE, ROOFLINE_TENSORS) and name not in factories:
+            raise ValueError(f"unknown contender {name!r}; choose from {contender_names()}")
+    rounds = repeats if repeats is not None else (2 if quick else 7)
+    per_round = round_seconds if round_seconds is not None else (0.005 if quick else 0.25)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+
+    from adamlab.kernels import build
+
+    result: dict[str, Any] = {
+        "schema": 1,
+        "quick": quick,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_model(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_flags": " ".join(build.FLAGS),
+            "kernel_threads": build.threading_model(),
+        },
+        "method": {
+            "rounds": rounds,
+            "round_seconds": per_round,
+            "statistic": "median step time over all rounds, after warm-up; contenders interleaved",
+            "bytes_per_update": BYTES_PER_UPDATE,
+            "memory": "torch.profiler memory events (peak of running sum) + tracemalloc peak, one step",
+        },
+        "layouts": {},
+        "results": [],
+    }
+    saved_threads = torch.get_num_threads()
+    started = time.perf_counter()
+    try:
+        for layout in layout_names:
+            description, sizes = table[layout]
+            total = sum(sizes)
+            result["layouts"][layout] = {
+                "description": description,
+                "tensors": len(sizes),
+                "elements": total,
+                "min_size": min(sizes),
+                "max_size": max(sizes),
+                "param_bytes": 4 * total,
+            }
+            say(f"[bench] layout {layout}: {len(sizes)} tensors, {total:,} elements")
+            params = _make_params(sizes)
+            steppers: dict[str, Callable[[], Any]] = {}
+            memory_of: dict[str, dict[str, int | None]] = {}
+            for name in names:
+                if name == ROOFLINE:
+                    steppers[name] = _Roofline(total, params).step
+                elif name == ROOFLINE_TENSORS:
+                    if len(sizes) > 1:  # one tensor: the same as the roofline
+                        steppers[name] = _RooflineTensors(params).step
+                else:
+                    steppers[name] = factories[name](params).step
+            for nthreads in threads:
+                torch.set_num_threads(nthreads)
+                rows = _measure(steppers, rounds, per_round, say, f"{layout} × {nthreads} thread(s)")
+                for name, times in rows.items():
+                    median = statistics.median(times)
+                    result["results"].append(
+                        {
+                            "layout": layout,
+                            "threads": nthreads,
+                            "contender": name,
+                            "median_s": median,
+                            "min_s": min(times),
+                            "steps": len(times),
+                            "updates_per_s": total / median,
+                            "gb_per_s": BYTES_PER_UPDATE * total / median / 1e9,
+                        }
+                    )
+            if memory:
+                torch.set_num_threads(threads[0])
+                for name in steppers:
+                    if name in (ROOFLINE, ROOFLINE_TENSORS):
+                        memory_of[name] = {"torch": 0, "python": 0, "total": 0}
+                    else:
+                        memory_of[name] = peak_extra_bytes(steppers[name])
+                for row in result["results"]:
+                    if row["layout"] == layout:
+                        mem = memory_of[row["contender"]]
+                        peak = mem["total"] or 0
+                        row["peak_extra_bytes"] = peak
+                        row["peak_extra_torch_bytes"] = mem["torch"]
+                        row["peak_extra_python_bytes"] = mem["python"]
+                        row["peak_extra_frac"] = peak / (4 * total)
+            del steppers, params
+    finally:
+        torch.set_num_threads(saved_threads)
+    _add_ratios(result["results"])
+    result["targets"] = check_targets(result)
+    result["seconds"] = time.perf_counter() - started
+    if out is not None:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _measure(
+    steppers: dict[str, Callable[[], Any]],
+    rounds: int,
+    per_round: float,
+    say: Callable[[str], None],
+    label: str,
+) -> dict[str, list[float]]:
+    """Warm up every contender (state allocation, first-touch page faults, the kernel build) and size its
+    batch to about ``per_round`` seconds; then run the contenders round-robin, in a rotated order each round.
+    A contender slower than 5 × ``per_round`` a step (the reference paths at 5e7) runs in every other round
+    only (at least 3 times): its figure needs no more precision, and the run stays within minutes."""
+    names = list(steppers)
+    counts: dict[str, int] = {}
+    every: dict[str, int] = {}
+    for name in names:
+        warm = min(_time_steps(steppers[name], 2))
+        counts[name] = max(1, min(200, round(per_round / max(warm, 1e-7))))
+        every[name] = 2 if warm > 5 * per_round and rounds >= 5 else 1
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            if r % every[name] == 0:
+                times[name] += _time_steps(steppers[name], counts[name])
+    say(f"[bench]   {label}: {rounds} rounds")
+    return times
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    by_key = {(r["layout"], r["threads"], r["contender"]): r["median_s"] for r in rows}
+    for row in rows:
+        key = (row["layout"], row["threads"])
+        roof = by_key.get((*key, ROOFLINE))
+        fused = by_key.get((*key, TORCH_FUSED))
+        row["frac_roofline"] = roof / row["median_s"] if roof else None
+        row["vs_torch_fused"] = fused / row["median_s"] if fused else None
+
+
+def _row(result: dict[str, Any], layout: str, threads: int, contender: str) -> dict[str, Any] | None:
+    for row in result["results"]:
+        if (row["layout"], row["threads"], row["contender"]) == (layout, threads, contender):
+            return row
+    return None
+
+
+#: The issue's goals: (layout, contender, field, threshold).
+TARGETS: list[tuple[str, str, str, float]] = [
+    ("flat", "adamlab Adam", "frac_roofline", 0.95),
+    ("transformer", "adamlab Adam", "frac_roofline", 0.95),
+    ("flat", "adamlab AdaMax", "frac_roofline", 0.95),
+    ("transformer", "adamlab AdaMax", "frac_roofline", 0.95),
+    ("flat", "adamlab Adam", "vs_torch_fused", 1.0),
+    ("transformer", "adamlab Adam", "vs_torch_fused", 1.2),
+    ("small", "adamlab Adam", "vs_torch_fused", 2.0),
+    ("flat", "adamlab Adam", "peak_extra_frac", 0.01),
+    ("transformer", "adamlab Adam", "peak_extra_frac", 0.01),
+    ("small", "adamlab Adam", "peak_extra_frac", 0.01),
+    ("flat", "adamlab AdaMax", "peak_extra_frac", 0.01),
+    ("transformer", "adamlab AdaMax", "peak_extra_frac", 0.01),
+]
+
+
+def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue, per thread count, as measured in ``result`` (``met`` is None if not run)."""
+    checks = []
+    threads = sorted({r["threads"] for r in result["results"]})
+    for layout, contender, field, threshold in TARGETS:
+        for nthreads in threads:
+            row = _row(result, layout, nthreads, contender)
+            value = None if row is None else row.get(field)
+            if field == "peak_extra_frac":
+                met = None if value is None else value <= threshold
+            else:
+                met = None if value is None else value >= threshold
+            checks.append(
+                {
+                    "layout": layout,
+                    "threads": nthreads,
+                    "contender": contender,
+                    "field": field,
+                    "threshold": threshold,
+                    "value": value,
+                    "met": met,
+                }
+            )
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A Markdown table per layout × thread count, then the targets."""
+    lines: list[str] = []
+    for layout, info in result["layouts"].items():
+        for nthreads in sorted({r["threads"] for r in result["results"] if r["layout"] == layout}):
+            rows = [r for r in result["results"] if r["layout"] == layout and r["threads"] == nthreads]
+            lines.append(
+                f"**{layout}** ({info['tensors']} tensors, {info['elements']:,} elements), "
+                f"{nthreads} thread{'s' if nthreads > 1 else ''}"
+            )
+            lines.append("")
+            lines.append("| contender | step | updates/s | GB/s | of roofline | × torch fused | peak extra memory |")
+            lines.append("|---|--:|--:|--:|--:|--:|--:|")
+            for r in rows:
+                frac = "—" if r["frac_roofline"] is None else f"{r['frac_roofline']:.0%}"
+                fused = "—" if r["vs_torch_fused"] is None else f"{r['vs_torch_fused']:.2f}"
+                mem = "—"
+                if "peak_extra_bytes" in r:
+                    mem = f"{_bytes(r['peak_extra_bytes'])} ({r['peak_extra_frac']:.1%})"
+                lines.append(
+                    f"| {r['contender']} | {_duration(r['median_s'])} | {r['updates_per_s']:.3g} | "
+                    f"{r['gb_per_s']:.1f} | {frac} | {fused} | {mem} |"
+                )
+            lines.append("")
+    if result.get("targets"):
+        lines.append("Targets:")
+        lines.append("")
+        for t in result["targets"]:
+            value = "not run" if t["value"] is None else _target_value(t["field"], t["value"])
+            sign = "≤" if t["field"] == "peak_extra_frac" else "≥"
+            mark = {True: "met", False: "NOT met", None: "—"}[t["met"]]
+            lines.append(
+                f"- {t['contender']}, {t['layout']}, {t['threads']} thread(s): {t['field']} = {value} "
+                f"(target {sign} {_target_value(t['field'], t['threshold'])}): {mark}"
+            )
+    return "\n".join(lines)
+
+
+def _target_value(field: str, value: float) -> str:
+    if field == "vs_torch_fused":
+        return f"{value:.2f}×"
+    if field == "peak_extra_frac":
+        return f"{value:.2%}"
+    return f"{value:.3f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``adamlab bench step``."""
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (a smoke test)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
+    parser.add_argument("--layouts", nargs="+", default=None, choices=sorted(LAYOUTS), help="layouts (default: all)")
+    parser.add_argument("--repeats", type=int, default=None, help="round-robin rounds (default 7; quick 2)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--out", default=None, metavar="FILE.json", help="write the results as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def run_cli(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run ``adamlab bench step`` from parsed arguments; prints the table. Returns the exit status."""
+    if any(n < 1 for n in args.threads):
+        message = "--threads takes positive thread counts"
+        if parser is not None:
+            parser.error(message)
+        raise SystemExit(message)
+    result = run_step_benchmark(
+        quick=args.quick,
+        threads=tuple(args.threads),
+        layouts=args.layouts,
+        repeats=args.repeats,
+        memory=not args.no_memory,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    print(format_table(result))
+    if args.out:
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``bench`` (with its ``step`` command) to an argparse ``subparsers`` object, as ``adamlab.cli``
+    does for its commands; returns ``bench``'s parser. The leaf sets ``func`` (called as
+    ``func(args, parser)``, returning the exit status) and ``parser``."""
+    bench = subparsers.add_parser(
+        "bench", help="benchmarks (``adamlab bench step``)", description="Benchmarks of adamlab's optimizers."
+    )
+    commands = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    step = commands.add_parser(
+        "step",
+        help="time one optimizer step against the memory-bandwidth roofline",
+        description="Time one optimizer step of adamlab and torch.optim against the memory-bandwidth "
+        "roofline, on three layouts, at each thread count; print a table, optionally write JSON.",
+    )
+    add_arguments(step)
+    step.set_defaults(func=run_cli, parser=step)
+    return bench
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m adamlab.bench [--quick] [--threads 1 2] [--out FILE.json]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m adamlab.bench", description="Time one optimizer step against the roofline."
+    )
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv), parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
