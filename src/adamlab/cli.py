@@ -19,6 +19,11 @@ from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
+QUICK_NOTE = (
+    "QUICK RUN: fewer epochs and coarser grids than the paper's protocol; the plots and the report say so, and "
+    "their verdicts are about this shortened run. Run without --quick for the full reproduction."
+)
+
 
 def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from adamlab.lab.experiments import EXPERIMENTS, default_out_dir, list_experiments, run_experiment
@@ -36,6 +41,8 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     out = Path(args.out) if args.out is not None else default_out_dir(args.name, args.quick)
     created = parallel.init_from_env()  # under torchrun: data-parallel training, rank 0 writes
+    if args.quick and parallel.is_writer():
+        print(QUICK_NOTE, flush=True)
     try:
         report = run_experiment(
             args.name,
@@ -52,6 +59,8 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    if args.quick:
+        print(QUICK_NOTE)
     print(f"results: {out}")
     print(f"report:  {report}")
     for plot in sorted(Path(report).parent.glob("*.png")):
