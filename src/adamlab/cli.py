@@ -127,7 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}; valid options: {', '.join(options)}")
     try:
         return args.func(args, args.parser)
-    except (DataError, ResultsError) as exc:
+    except DataError as exc:
+        print(f"adamlab: error: {exc}\nOn the command line: --data DIR names the data directory.", file=sys.stderr)
+        return 1
+    except ResultsError as exc:
         print(f"adamlab: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
