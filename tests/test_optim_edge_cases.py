@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -380,3 +381,22 @@ def copy_state(opt):
     import copy
 
     return copy.deepcopy(opt.state_dict())
+
+
+def test_without_a_compiler_auto_warns_once_and_takes_the_reference_path(monkeypatch):
+    from adamlab.kernels import build
+
+    monkeypatch.setattr(build, "available", lambda: False)
+    monkeypatch.setattr(build, "load", lambda: (_ for _ in ()).throw(build.KernelUnavailableError("no cc")))
+    a = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+    b = torch.nn.Parameter(a.detach().clone())
+    auto = adamlab.Adam([a], lr=0.01)
+    ref = adamlab.Adam([b], lr=0.01, impl="reference")
+    with pytest.warns(RuntimeWarning, match="fused CPU kernel could not be built"):
+        _both_step(a, b, auto, ref, torch.ones(3, 4, dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        _both_step(a, b, auto, ref, torch.ones(3, 4, dtype=torch.float64))
+    assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="impl='fused' needs the fused CPU kernel, which is unavailable: no cc"):
+        adamlab.Adam([a], impl="fused")

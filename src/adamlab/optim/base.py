@@ -18,8 +18,6 @@ from adamlab.kernels.fused import FUSED_DTYPES, FusedPlan
 from adamlab.validation import check_hyperparameters
 
 IMPLS = ("auto", "fused", "reference")
-# Keys torch.optim.Adam/AdamW/Adamax keep in their param groups that mean nothing here.
-_TORCH_ONLY = ("foreach", "capturable", "differentiable", "fused")
 
 
 def torch_compat_impl(
