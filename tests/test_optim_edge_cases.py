@@ -400,3 +400,17 @@ def test_without_a_compiler_auto_warns_once_and_takes_the_reference_path(monkeyp
     assert torch.equal(a, b)
     with pytest.raises(RuntimeError, match="impl='fused' needs the fused CPU kernel, which is unavailable: no cc"):
         adamlab.Adam([a], impl="fused")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("option", ["amsgrad", "averaging"])
+def test_switching_on_a_state_option_after_the_first_step_is_refused(impl, option):
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = adamlab.Adam([p], impl=impl)
+    p.grad = torch.ones(3)
+    opt.step()
+    opt.step()  # the fused path now holds a cached plan
+    opt.param_groups[0][option] = True
+    key = "max_exp_avg_sq" if option == "amsgrad" else "param_avg"
+    with pytest.raises(RuntimeError, match=f"has no {key} in its state: amsgrad or averaging was switched on"):
+        opt.step()

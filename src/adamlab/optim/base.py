@@ -256,7 +256,8 @@ class AdamFamily(Optimizer):
         use_kernel = self._use_kernel(group["impl"])
         plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
         plan = plans.get(index) if use_kernel else None
-        if plan is not None and plan.matches(params):
+        # The plan's state keys must be the group's (amsgrad/averaging decide which arrays the kernel touches).
+        if plan is not None and plan.keys == self._state_keys(group) and plan.matches(params):
             counts = plan.step(group, grads)
             if counts is not None:
                 if not any(counts):
@@ -289,6 +290,13 @@ class AdamFamily(Optimizer):
             state = state_of[p]
             if not state:
                 self._init_state(p, group, state)
+            missing = [k for k in state_keys if k not in state]
+            if missing:
+                raise RuntimeError(
+                    f"{type(self).__name__}: parameter {_position(group['params'], p)} of param group {index} has "
+                    f"no {', '.join(missing)} in its state: amsgrad or averaging was switched on after its first "
+                    "step. Set these options before the first step (or load a state that has them)."
+                )
             local = _local_shards(p, grad, state, state_keys)  # distributed
             if (
                 use_kernel
