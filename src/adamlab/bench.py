@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from adamlab.files import write_json
 
 BYTES_PER_UPDATE = 28  # fp32: read θ, g, m, v (16 B), write θ, m, v (12 B)
 ROOFLINE = "roofline"
@@ -344,7 +345,7 @@ def run_step_benchmark(
     result["targets"] = check_targets(result)
     result["seconds"] = time.perf_counter() - started
     if out is not None:
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(out, result)  # atomically, like every result file
     return result
 
 

@@ -51,6 +51,15 @@ def epochs_to_reach(curve: Sequence[float], level: float) -> int | None:
     return None
 
 
+def _within_tolerance(claim: ClaimSpec, gap: float, text: str, numbers: dict[str, Any]) -> Verdict:
+    """Held if ``gap`` ≤ the tolerance, did not hold beyond twice it, inconclusive in between."""
+    if gap <= claim.tolerance:
+        return Verdict(claim, HELD, text, numbers)
+    if gap > 2 * claim.tolerance:
+        return Verdict(claim, DID_NOT_HOLD, text, numbers)
+    return Verdict(claim, INCONCLUSIVE, text + ", within twice the tolerance", numbers)
+
+
 def judge(claim: ClaimSpec, curve_a: Sequence[float], curve_b: Sequence[float], labels: tuple[str, str]) -> Verdict:
     """Judge ``claim`` from the training-cost curves of optimisers ``a`` and ``b`` (legend ``labels``)."""
     la, lb = labels
@@ -64,11 +73,7 @@ def judge(claim: ClaimSpec, curve_a: Sequence[float], curve_b: Sequence[float], 
         r = abs(fa - fb) / min(fa, fb)
         numbers["relative_difference"] = r
         text = f"final cost {la} {fa:.4f} vs {lb} {fb:.4f}: differ by {r:.1%} (tolerance {tol:.0%})"
-        if r <= tol:
-            return Verdict(claim, HELD, text, numbers)
-        if r > 2 * tol:
-            return Verdict(claim, DID_NOT_HOLD, text, numbers)
-        return Verdict(claim, INCONCLUSIVE, text + ", within twice the tolerance", numbers)
+        return _within_tolerance(claim, r, text, numbers)
 
     if claim.kind == "as_fast":
         d = (fa - fb) / fb
@@ -77,11 +82,7 @@ def judge(claim: ClaimSpec, curve_a: Sequence[float], curve_b: Sequence[float], 
             text = f"final cost {la} {fa:.4f} ≤ {lb} {fb:.4f} ({-d:.1%} lower)"
         else:
             text = f"final cost {la} {fa:.4f} vs {lb} {fb:.4f}: {la} higher by {d:.1%} (tolerance {tol:.0%})"
-        if d <= tol:
-            return Verdict(claim, HELD, text, numbers)
-        if d > 2 * tol:
-            return Verdict(claim, DID_NOT_HOLD, text, numbers)
-        return Verdict(claim, INCONCLUSIVE, text + ", within twice the tolerance", numbers)
+        return _within_tolerance(claim, d, text, numbers)
 
     if claim.kind == "faster":
         g = (fb - fa) / fb
