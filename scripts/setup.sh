@@ -11,3 +11,6 @@ fi
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[${extras}]"
+# Build the fused CPU kernel and its C++ step bridge now (cached in ~/.cache/adamlab; otherwise built on
+# first use). Without a compiler the optimizers still work, on the slower reference path.
+adamlab build || echo "setup: continuing without the fused kernel (see the message above)"

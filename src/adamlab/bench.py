@@ -269,6 +269,7 @@ def run_step_benchmark(
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "kernel_flags": " ".join(build.FLAGS),
             "kernel_threads": build.threading_model(),
+            "step_bridge": "ready" if build.bridge(wait=True) is not None else f"unavailable: {build.bridge_error()}",
         },
         "method": {
             "rounds": rounds,

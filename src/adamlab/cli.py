@@ -6,6 +6,7 @@
     adamlab reproduce --list
     adamlab report [DIR]
     adamlab bench step [--quick] [--threads 1 2] [--out FILE.json]
+    adamlab build
 
 New commands are subparsers added in :func:`build_parser`, each calling one module function.
 """
@@ -81,6 +82,18 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from adamlab.kernels import build
+
+    try:
+        lines = build.build_all()
+    except build.KernelUnavailableError as exc:
+        print(f"adamlab: the fused kernel cannot be built here; the optimizers take the reference path: {exc}")
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subparser per command, its handler in ``func``."""
     parser = argparse.ArgumentParser(
@@ -109,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="a run's directory, or a folder of runs")
     rep.set_defaults(func=_report, parser=rep)
+    bp = commands.add_parser(
+        "build",
+        help="build the fused CPU kernel and the step bridge now (otherwise built on first use)",
+        description="Build (or find in the cache) the fused CPU kernel and its C++ step bridge, and say which "
+        "are in use. Exit status 1 if the kernel cannot be built (the optimizers then take the reference path).",
+    )
+    bp.set_defaults(func=_build, parser=bp)
     from adamlab.bench import add_cli
 
     add_cli(commands)  # adamlab bench step …

@@ -24,7 +24,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
+from typing import Any
 
 SOURCE = Path(__file__).with_name("adam_kernels.c")
 FLAGS = [
@@ -180,3 +182,155 @@ def available() -> bool:
     except KernelUnavailableError:
         return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------- the bridge
+# bridge.cpp: the per-step checks and gathering of a cached plan in C++ (see its header). It is an optional
+# speed-up over the same checks in Python: it needs a C++ compiler and the Python and torch headers, and takes
+# about 20 s to build, so by default it is built in a background thread on first use while the steps take the
+# Python checks (the arithmetic is the same kernel either way). ADAMLAB_BRIDGE=off never builds or uses it.
+
+BRIDGE_SOURCE = Path(__file__).with_name("bridge.cpp")
+BRIDGE_FLAGS = ["-O2", "-std=c++20", "-shared", "-fPIC", "-w"]
+
+_bridge_lock = threading.Lock()
+_bridge: Any = None
+_bridge_error: str | None = None
+_bridge_thread: threading.Thread | None = None
+
+
+def _cxx_compiler() -> str | None:
+    for name in (os.environ.get("ADAMLAB_CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _bridge_command(cxx: str) -> list[str]:
+    import sysconfig
+
+    import torch
+    from torch.utils.cpp_extension import include_paths
+
+    lib_dir = Path(torch.__file__).parent / "lib"
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    includes = [f"-I{p}" for p in [*include_paths(), sysconfig.get_paths()["include"]]]
+    return [
+        cxx,
+        *BRIDGE_FLAGS,
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        *includes,
+        str(BRIDGE_SOURCE),
+        f"-L{lib_dir}",
+        f"-Wl,-rpath,{lib_dir}",
+        "-lc10",
+        "-ltorch_cpu",
+        "-ltorch_python",
+    ]
+
+
+def _build_bridge() -> Any:
+    import importlib.util
+    import sys
+
+    import torch
+
+    cxx = _cxx_compiler()
+    if cxx is None:
+        raise KernelUnavailableError("no C++ compiler found (looked for $ADAMLAB_CXX, c++, g++, clang++)")
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    command = _bridge_command(cxx)
+    key = hashlib.sha256(
+        b"\0".join(
+            [
+                BRIDGE_SOURCE.read_bytes(),
+                " ".join(command).encode(),
+                version.encode(),
+                torch.__version__.encode(),
+                sys.version.encode(),
+            ]
+        )
+    ).hexdigest()[:20]
+    target = cache_dir() / f"adamlab_bridge-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run([*command, "-o", tmp], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise KernelUnavailableError(f"building {BRIDGE_SOURCE.name} failed:\n{done.stderr[-2000:]}")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    spec = importlib.util.spec_from_file_location("adamlab_bridge", target)
+    if spec is None or spec.loader is None:
+        raise KernelUnavailableError(f"cannot load {target}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bridge_mode() -> str:
+    mode = os.environ.get("ADAMLAB_BRIDGE", "auto")
+    if mode not in ("auto", "off"):
+        raise KernelUnavailableError(f"ADAMLAB_BRIDGE must be auto or off, not {mode!r}")
+    return mode
+
+
+def _bridge_worker() -> None:
+    global _bridge, _bridge_error
+    try:
+        module = _build_bridge()
+    except (OSError, ImportError, KernelUnavailableError) as exc:
+        _bridge_error = str(exc)
+    else:
+        _bridge = module
+
+
+def bridge(wait: bool = False) -> Any:
+    """The step bridge module (bridge.cpp), or None while it is being built or where it cannot be.
+
+    The first call starts the build in a background thread and returns None at once; ``wait=True`` waits for
+    the build (``adamlab build`` and the benchmark do). :func:`bridge_error` says why it is unavailable."""
+    global _bridge_thread, _bridge_error
+    if _bridge is not None:
+        return _bridge
+    if _bridge_error is not None:
+        return None
+    try:
+        if _bridge_mode() == "off":
+            return None
+    except KernelUnavailableError as exc:
+        _bridge_error = str(exc)
+        warnings.warn(f"adamlab: {exc}; the step bridge is not used", RuntimeWarning, stacklevel=2)
+        return None
+    with _bridge_lock:
+        if _bridge is None and _bridge_error is None and _bridge_thread is None:
+            _bridge_thread = threading.Thread(target=_bridge_worker, name="adamlab-bridge-build", daemon=True)
+            _bridge_thread.start()
+        thread = _bridge_thread
+    if wait and thread is not None:
+        thread.join()
+    return _bridge
+
+
+def bridge_error() -> str | None:
+    """Why the bridge could not be built (None if it was, or has not been tried or finished yet)."""
+    return _bridge_error
+
+
+def build_all() -> list[str]:
+    """Build (or load from the cache) the kernel and the bridge now, waiting for both; lines saying what is in
+    use. Raises KernelUnavailableError if the kernel cannot be built (the bridge is optional)."""
+    lib = load()
+    lines = [f"fused kernel: ready ({threading_model()} threads), cached in {cache_dir()}"]
+    del lib
+    if _bridge_mode() == "off":
+        lines.append("step bridge: off (ADAMLAB_BRIDGE=off): plans are checked in Python")
+    elif bridge(wait=True) is not None:
+        lines.append(f"step bridge: ready ({Path(_bridge.__file__).name})")
+    else:
+        lines.append(f"step bridge: unavailable, plans are checked in Python (slower per step): {bridge_error()}")
+    return lines

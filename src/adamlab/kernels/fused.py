@@ -11,7 +11,7 @@ from array import array
 
 import torch
 
-from adamlab.kernels.build import load
+from adamlab.kernels import build
 
 FLAG_MAXIMIZE = 1
 FLAG_DECOUPLED = 2
@@ -82,11 +82,12 @@ class FusedPlan:
     Gathering and checking ~200 tensors in Python costs more per step than the arithmetic of a small model,
     so the plan keeps what does not change between steps (the parameters', states' and step counters'
     addresses, their sizes) and each step re-checks only cheaply: the same parameters have gradients, the
-    parameters still own the same storage (``p.data = …`` changes it), the state tensors are the same
-    objects, and every gradient is dense and contiguous. (A state dict replaced as a whole, ``opt.state[p] =
-    {…}``, is not seen: replace state through ``load_state_dict``, which drops every plan.) The plan holds
-    references to every tensor it points to, so no address in it can dangle. Anything else makes :meth:`step` return
-    None and the caller rebuilds the plan. Gradients' addresses are read every step
+    parameters still own the same memory and size (``p.data = …`` changes them), the state tensors are the
+    same objects, and every gradient is dense and contiguous. :meth:`fast_step` has the C++ bridge
+    (``bridge.cpp``) do these checks, where it is built; :meth:`matches` and :meth:`step` do them in Python.
+    Anything else makes the caller rebuild the plan. (A state dict replaced as a whole, ``opt.state[p] = {…}``,
+    is not seen: replace state through ``load_state_dict``, which drops every plan.) The plan holds references
+    to every tensor it points to, so no address in it can dangle. Gradients' addresses are read every step
     (``zero_grad(set_to_none=True)`` gives new gradient tensors).
     """
 
@@ -102,14 +103,16 @@ class FusedPlan:
         self.is_double = int(params[0].dtype == torch.float64)
         self.state_ptrs = [_pointers(ts) for ts in self.state_tensors]
         self.nonfinite = array("q", bytes(8 * len(params)))
+        self.grad_ptrs = array("Q", bytes(8 * len(params)))  # filled by the bridge
+        self.bridge_args: tuple | None = None
 
     def matches(self, params: list[torch.Tensor]) -> bool:
         """Whether the plan still describes ``params`` (those of the group that have a gradient) and their
         state. Every check iterates in C (``map``), not in Python frames: this runs on every step."""
         if len(params) != len(self.params) or not all(map(operator.is_, params, self.params)):
             return False
-        if _pointers(params) != self.param_ptrs:
-            return False
+        if _pointers(params) != self.param_ptrs or array("q", map(torch.Tensor.numel, params)) != self.numel:
+            return False  # new storage (``p.data = …``), or a view of another size on the old one
         for key, tensors in zip(self.checked_keys, self.state_tensors):
             if not all(map(operator.is_, map(operator.itemgetter(key), self.states), tensors)):
                 return False
@@ -123,31 +126,55 @@ class FusedPlan:
                 return None
         except (RuntimeError, NotImplementedError):
             return None
-        lib = load()
-        n = len(self.params)
-        grad_ptrs = _pointers(grads)
+        self._run(group, array("Q", map(torch.Tensor.data_ptr, grads)))
+        return self.nonfinite
+
+    def fast_step(self, group: dict) -> array | None:
+        """:meth:`matches` and :meth:`step` at once, the checks done by the C++ bridge (``bridge.cpp``) when
+        it is built: a step for the whole group, if the plan still describes it and every parameter has a
+        gradient the kernel can take. Returns the per-tensor non-finite counts, or None (nothing done: the
+        bridge is not available, or the caller's general path must decide)."""
+        bridge = build.bridge()
+        if bridge is None:
+            return None
+        if self.bridge_args is None:
+            self.bridge_args = (
+                tuple(self.params),
+                self.param_ptrs,
+                self.numel,
+                self.is_double,
+                tuple(self.states),
+                tuple(self.checked_keys),
+                tuple(t for tensors in self.state_tensors for t in tensors),
+                self.grad_ptrs,
+            )
+        if bridge.gather(group["params"], *self.bridge_args) != 0:
+            return None
+        self._run(group, self.grad_ptrs)
+        return self.nonfinite
+
+    def _run(self, group: dict, grad_ptrs: array) -> int:
+        """Call the kernel; returns the total number of non-finite gradient entries (per tensor in
+        ``self.nonfinite``)."""
+        lib = build.load()
         hp = group_hyperparameters(group)
         flags = group_flags(group)
-        nonfinite = self.nonfinite
-        common = (self.is_double, n, _address(self.numel), _address(self.param_ptrs), _address(grad_ptrs))
+        common = (self.is_double, len(self.params), _address(self.numel), _address(self.param_ptrs))
         state = [_address(a) for a in self.state_ptrs]
-        tail = (_address(hp), flags, torch.get_num_threads(), _address(nonfinite))
+        tail = (_address(hp), flags, torch.get_num_threads(), _address(self.nonfinite))
         if self.algorithm == "adam":
             amsgrad = group["amsgrad"]
             averaging = group["averaging"]
-            first, second = state[0], state[1]
             vmax = state[2] if amsgrad else None
             avg = state[2 + amsgrad] if averaging else None
-            lib.adamlab_adam_step(*common, first, second, vmax, avg, state[-1], *tail)
-        else:
-            avg = state[2] if group["averaging"] else None
-            lib.adamlab_adamax_step(*common, state[0], state[1], avg, state[-1], *tail)
-        return nonfinite
+            return lib.adamlab_adam_step(*common, _address(grad_ptrs), state[0], state[1], vmax, avg, state[-1], *tail)
+        avg = state[2] if group["averaging"] else None
+        return lib.adamlab_adamax_step(*common, _address(grad_ptrs), state[0], state[1], avg, state[-1], *tail)
 
 
 def roofline(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, nthreads: int) -> None:
     """Adam's memory pattern with trivial arithmetic over four float32 tensors: the speed limit."""
-    load().adamlab_roofline(p.numel(), p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), nthreads)
+    build.load().adamlab_roofline(p.numel(), p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), nthreads)
 
 
 class RooflinePlan:
@@ -166,6 +193,6 @@ class RooflinePlan:
         self.pointers = [_pointers(ts) for ts in self.tensors]
 
     def run(self, nthreads: int) -> None:
-        load().adamlab_roofline_multi(
+        build.load().adamlab_roofline_multi(
             len(self.numel), _address(self.numel), *[_address(a) for a in self.pointers], nthreads
         )

@@ -4,13 +4,17 @@ reference path, non-finite gradients, temporal averaging (§7.2) and diagnostics
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import Any, ClassVar
 
 import torch
+from torch.autograd.profiler import record_function
 from torch.optim import Optimizer
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from adamlab import formulas as F
 from adamlab.kernels import build
@@ -125,6 +129,38 @@ def _gathered(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v.full_tensor() if isinstance(v, dtensor) else v for k, v in state.items()}  # type: ignore[attr-defined]
 
 
+def _hooked_step(step: Callable[..., Any]) -> Callable[..., Any]:
+    """What ``torch.optim.Optimizer`` wraps every ``step`` in, done here so that a step costs no more than its
+    work: the global and per-optimizer step pre- and post-hooks (``register_step_pre_hook``, …) with torch's
+    calling convention, and the profiler label ``Optimizer.step#<class>.step``, entered only while a profiler
+    is recording. (torch's wrapper enters it on every step; on a step that has just streamed ~100 MB through
+    the caches, its cold code path costs 2-3 % of a transformer-sized step: see docs/performance.md.)
+    ``hooked = True`` tells ``Optimizer`` not to wrap it again."""
+
+    @functools.wraps(step)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        self = args[0]
+        profiling = torch._C._autograd._profiler_enabled()
+        with record_function(f"Optimizer.step#{type(self).__name__}.step") if profiling else contextlib.nullcontext():
+            for pre_hook in chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+                result = pre_hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                        )
+            out = step(*args, **kwargs)
+            self._optimizer_step_code()
+            for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
+                post_hook(self, args, kwargs)
+            return out
+
+    wrapper.hooked = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class AdamFamily(Optimizer):
     """Base of :class:`adamlab.Adam` and :class:`adamlab.AdaMax` (not for direct use)."""
 
@@ -203,7 +239,7 @@ class AdamFamily(Optimizer):
 
     # ------------------------------------------------------------------ the step
 
-    @torch.no_grad()
+    @_hooked_step
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Take one step for every parameter that has a gradient; ``closure`` re-evaluates the loss."""
         loss = None
@@ -244,7 +280,16 @@ class AdamFamily(Optimizer):
         return False
 
     def _step_group(self, index: int, group: dict[str, Any]) -> list[str]:
-        # The common case is kept to a few C-level passes over the tensors: this runs every step.
+        # This runs every step. The common case (a cached plan that still describes the group) takes the C++
+        # bridge's checks, else a few C-level passes over the tensors in Python.
+        plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(index)
+        if plan is not None and group["impl"] != "reference" and plan.keys == self._state_keys(group):
+            counts = plan.fast_step(group)
+            if counts is not None:
+                if not any(counts):
+                    return []
+                return _nonfinite_report(index, enumerate(plan.params), counts, group["params"])
         all_grads = [p.grad for p in group["params"]]
         if any(g is None for g in all_grads):  # (not `None in`: that compares tensors with ==)
             params = [p for p, g in zip(group["params"], all_grads) if g is not None]
@@ -254,17 +299,17 @@ class AdamFamily(Optimizer):
         if not params:
             return []
         use_kernel = self._use_kernel(group["impl"])
-        plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
-        plan = plans.get(index) if use_kernel else None
+        plan = plan if use_kernel else None
         # The plan's state keys must be the group's (amsgrad/averaging decide which arrays the kernel touches).
         if plan is not None and plan.keys == self._state_keys(group) and plan.matches(params):
-            counts = plan.step(group, grads)
+            counts = plan.step(group, grads)  # the kernel alone: no autograd
             if counts is not None:
                 if not any(counts):
                     return []
                 return _nonfinite_report(index, enumerate(plan.params), counts, group["params"])
         plans.pop(index, None)
-        return self._step_group_slow(index, group, params, use_kernel)
+        with torch.no_grad():
+            return self._step_group_slow(index, group, params, use_kernel)
 
     def _step_group_slow(
         self, index: int, group: dict[str, Any], params: list[torch.Tensor], use_kernel: bool
@@ -296,6 +341,13 @@ class AdamFamily(Optimizer):
                     f"{type(self).__name__}: parameter {_position(group['params'], p)} of param group {index} has "
                     f"no {', '.join(missing)} in its state: amsgrad or averaging was switched on after its first "
                     "step. Set these options before the first step (or load a state that has them)."
+                )
+            wrong = [k for k in state_keys if state[k].shape != p.shape]
+            if wrong:
+                raise RuntimeError(
+                    f"{type(self).__name__}: parameter {_position(group['params'], p)} of param group {index} has "
+                    f"shape {tuple(p.shape)} but its state {wrong[0]!r} has shape {tuple(state[wrong[0]].shape)} "
+                    "(was p.data given another shape?). Reset its state (del opt.state[p]) or restore the shape."
                 )
             local = _local_shards(p, grad, state, state_keys)  # distributed
             if (
