@@ -61,6 +61,8 @@ def test_every_contender_ran_on_every_layout_and_thread_count(quick_run):
 def test_run_metadata_and_targets(quick_run):
     assert quick_run["quick"] is True
     assert quick_run["machine"]["kernel_threads"] in ("openmp", "pthreads")
+    bridge = quick_run["machine"]["step_bridge"]
+    assert bridge == "ready" if build._cxx_compiler() else bridge.startswith("unavailable: ")
     assert quick_run["method"]["bytes_per_update"] == 28
     fields = {(t["layout"], t["contender"], t["field"]) for t in quick_run["targets"]}
     assert fields == {(layout, contender, field) for layout, contender, field, _ in bench.TARGETS}

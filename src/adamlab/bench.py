@@ -57,6 +57,7 @@ BYTES_PER_UPDATE = 28  # fp32: read θ, g, m, v (16 B), write θ, m, v (12 B)
 ROOFLINE = "roofline"
 ROOFLINE_TENSORS = "roofline, tensors"
 TORCH_FUSED = "torch Adam fused"
+SLOW_STEP_S = 1.25  # a contender slower than this a step runs in fewer rounds (see _measure)
 
 
 # ---------------------------------------------------------------------------------------------- layouts
@@ -236,8 +237,8 @@ def run_step_benchmark(
 ) -> dict[str, Any]:
     """Measure one optimizer step of every contender on every layout at every thread count.
 
-    ``repeats`` is the number of round-robin rounds (default 7, or 2 with ``quick``); in each round a
-    contender takes enough steps to fill about ``round_seconds`` (default 0.25 s; 0.005 s with ``quick``),
+    ``repeats`` is the number of round-robin rounds (default 15, or 2 with ``quick``); in each round a
+    contender takes enough steps to fill about ``round_seconds`` (default 0.1 s; 0.005 s with ``quick``),
     at least one. Returns (and, with ``out``, writes as JSON) a dict with ``layouts``, ``results`` (one
     row per layout × threads × contender) and ``targets`` (the issue's goals, checked on this run).
     """
@@ -251,8 +252,8 @@ def run_step_benchmark(
     for name in names:
         if name not in (ROOFLINE, ROOFLINE_TENSORS) and name not in factories:
             raise ValueError(f"unknown contender {name!r}; choose from {contender_names()}")
-    rounds = repeats if repeats is not None else (2 if quick else 7)
-    per_round = round_seconds if round_seconds is not None else (0.005 if quick else 0.25)
+    rounds = repeats if repeats is not None else (2 if quick else 15)
+    per_round = round_seconds if round_seconds is not None else (0.005 if quick else 0.1)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
     from adamlab.kernels import build
@@ -359,15 +360,18 @@ def _measure(
 ) -> dict[str, list[float]]:
     """Warm up every contender (state allocation, first-touch page faults, the kernel build) and size its
     batch to about ``per_round`` seconds; then run the contenders round-robin, in a rotated order each round.
-    A contender slower than 5 × ``per_round`` a step (the reference paths at 5e7) runs in every other round
-    only (at least 3 times): its figure needs no more precision, and the run stays within minutes."""
+    Short rounds interleave finely, so that a drift of the machine's speed (other tenants) reaches every
+    contender alike. A contender slower than ``SLOW_STEP_S`` a step (the reference paths at 5e7) runs in
+    every third round only (every other with fewer than 9 rounds): its figure needs no more precision, and
+    the run stays within minutes."""
     names = list(steppers)
     counts: dict[str, int] = {}
     every: dict[str, int] = {}
     for name in names:
         warm = min(_time_steps(steppers[name], 2))
         counts[name] = max(1, min(200, round(per_round / max(warm, 1e-7))))
-        every[name] = 2 if warm > 5 * per_round and rounds >= 5 else 1
+        slow = warm > max(SLOW_STEP_S, 5 * per_round) and rounds >= 5
+        every[name] = (3 if rounds >= 9 else 2) if slow else 1
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -522,7 +526,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (a smoke test)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
     parser.add_argument("--layouts", nargs="+", default=None, choices=sorted(LAYOUTS), help="layouts (default: all)")
-    parser.add_argument("--repeats", type=int, default=None, help="round-robin rounds (default 7; quick 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="round-robin rounds (default 15; quick 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -97,20 +97,20 @@ PyObject *gather(PyObject *, PyObject *args) {
         PyObject *obj = PyList_GET_ITEM(params, i);
         if (obj != PyTuple_GET_ITEM(plan_params, i)) return PyLong_FromLong(1);
         prefetch(obj, 1);
+        PyObject *state = PyTuple_GET_ITEM(states, i);
+        if (!PyDict_Check(state)) return PyLong_FromLong(1);  // (reads the type: fetches the dict too)
     }
-    for (Py_ssize_t i = 0; i < n; ++i) prefetch(PyTuple_GET_ITEM(states, i), 1);
     std::vector<c10::TensorImpl *> impl(n), grad(n, nullptr);
     for (Py_ssize_t i = 0; i < n; ++i) {
         impl[i] = THPVariable_Unpack(PyList_GET_ITEM(params, i)).unsafeGetTensorImpl();
         prefetch(impl[i], TENSOR_IMPL_LINES);
+        prefetch(reinterpret_cast<PyDictObject *>(PyTuple_GET_ITEM(states, i))->ma_keys, 2);
     }
     // The state tensors: the same objects (a dict lookup per key, interleaved over the tensors).
     for (Py_ssize_t k = 0; k < n_keys; ++k) {
         PyObject *key = PyTuple_GET_ITEM(keys, k);
         for (Py_ssize_t i = 0; i < n; ++i) {
-            PyObject *state = PyTuple_GET_ITEM(states, i);
-            if (!PyDict_Check(state)) return PyLong_FromLong(1);
-            PyObject *value = PyDict_GetItemWithError(state, key);  // borrowed
+            PyObject *value = PyDict_GetItemWithError(PyTuple_GET_ITEM(states, i), key);  // borrowed
             if (value == nullptr && PyErr_Occurred()) return nullptr;
             if (value != PyTuple_GET_ITEM(state_objects, k * n + i)) return PyLong_FromLong(1);
         }
@@ -120,12 +120,11 @@ PyObject *gather(PyObject *, PyObject *args) {
         const c10::TensorImpl *t = impl[i];
         if (!usable(t, dtype) || t->numel() != expected_numel[i] || !t->has_storage()) return PyLong_FromLong(1);
         prefetch(t->storage().unsafeGetStorageImpl(), 2);
-    }
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        if (reinterpret_cast<uint64_t>(impl[i]->mutable_data()) != expected_ptr[i]) return PyLong_FromLong(1);
+        if (t->autograd_meta() != nullptr) prefetch(t->autograd_meta(), 2);
     }
     // The gradients: one each, dense, contiguous, of the parameter's dtype and size.
     for (Py_ssize_t i = 0; i < n; ++i) {
+        if (reinterpret_cast<uint64_t>(impl[i]->mutable_data()) != expected_ptr[i]) return PyLong_FromLong(1);
         const at::Tensor &g = impl[i]->grad();
         if (!g.defined()) return PyLong_FromLong(2);
         grad[i] = g.unsafeGetTensorImpl();
