@@ -77,3 +77,23 @@ def test_parser_defaults():
     args = build_parser().parse_args(["reproduce", "fig1"])
     assert (args.quick, args.out, args.data, args.seed, args.no_progress) == (False, None, None, 0, False)
     assert build_parser().parse_args(["report"]).dir == "runs"
+
+
+def test_build_says_what_is_in_use(capsys, monkeypatch):
+    from adamlab.kernels import build
+
+    if not build.available():
+        pytest.skip("the fused C kernel cannot be built here")
+    assert main(["build"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("fused kernel: ready (") and str(build.cache_dir()) in out[0]
+    assert out[1].startswith("step bridge: ready (" if build._cxx_compiler() else "step bridge: unavailable")
+
+    def unavailable():
+        raise build.KernelUnavailableError("no C compiler found")
+
+    monkeypatch.setattr(build, "build_all", unavailable)
+    assert main(["build"]) == 1
+    assert "the fused kernel cannot be built here; the optimizers take the reference path: no C compiler" in (
+        capsys.readouterr().out
+    )
