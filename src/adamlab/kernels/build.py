@@ -95,26 +95,35 @@ def _variants(cc_version: str) -> list[str]:
     return ["pthreads"]
 
 
-def _compile(cc: str, version: str, variant: str) -> Path:
-    source = SOURCE.read_bytes()
-    flags = [*FLAGS, *VARIANT_FLAGS[variant]]
-    key = hashlib.sha256(
-        b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_signature().encode()])
-    ).hexdigest()[:20]
-    target = cache_dir() / f"adam_kernels-{variant}-{key}.so"
+def _cached_build(stem: str, key_parts: list[bytes], command: list[str], what: str) -> Path:
+    """The library ``stem-<key>.so`` in the cache, built with ``command + ["-o", path]`` if it is not there:
+    written to a temporary name and renamed, so that processes building at once (DDP ranks) never load a
+    half-written file. ``key_parts`` (source, flags, compiler, …) decide the key."""
+    key = hashlib.sha256(b"\0".join(key_parts)).hexdigest()[:20]
+    target = cache_dir() / f"{stem}-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            done = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
+            done = subprocess.run([*command, "-o", tmp], capture_output=True, text=True)
             if done.returncode != 0:
-                raise KernelUnavailableError(f"building {SOURCE.name} with {cc} failed:\n{done.stderr[-2000:]}")
+                raise KernelUnavailableError(f"building {what} failed:\n{done.stderr[-2000:]}")
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return target
+
+
+def _compile(cc: str, version: str, variant: str) -> Path:
+    flags = [*FLAGS, *VARIANT_FLAGS[variant]]
+    return _cached_build(
+        f"adam_kernels-{variant}",
+        [SOURCE.read_bytes(), " ".join(flags).encode(), version.encode(), _cpu_signature().encode()],
+        [cc, *flags, str(SOURCE), "-lm"],
+        f"{SOURCE.name} with {cc}",
+    )
 
 
 def _build() -> tuple[ctypes.CDLL, str]:
@@ -240,30 +249,9 @@ def _build_bridge() -> Any:
         raise KernelUnavailableError("no C++ compiler found (looked for $ADAMLAB_CXX, c++, g++, clang++)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     command = _bridge_command(cxx)
-    key = hashlib.sha256(
-        b"\0".join(
-            [
-                BRIDGE_SOURCE.read_bytes(),
-                " ".join(command).encode(),
-                version.encode(),
-                torch.__version__.encode(),
-                sys.version.encode(),
-            ]
-        )
-    ).hexdigest()[:20]
-    target = cache_dir() / f"adamlab_bridge-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            done = subprocess.run([*command, "-o", tmp], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise KernelUnavailableError(f"building {BRIDGE_SOURCE.name} failed:\n{done.stderr[-2000:]}")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    key_parts = [BRIDGE_SOURCE.read_bytes(), " ".join(command).encode(), version.encode()]
+    key_parts += [torch.__version__.encode(), sys.version.encode()]
+    target = _cached_build("adamlab_bridge", key_parts, command, BRIDGE_SOURCE.name)
     spec = importlib.util.spec_from_file_location("adamlab_bridge", target)
     if spec is None or spec.loader is None:
         raise KernelUnavailableError(f"cannot load {target}")
