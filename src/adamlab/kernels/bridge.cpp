@@ -55,6 +55,86 @@ inline void prefetch(const void *object, int lines) {
  * that walked each tensor's chain of pointers in turn would wait for every miss. */
 constexpr int TENSOR_IMPL_LINES = 4;
 
+/* The arguments of a plan's checks (see gather). */
+struct Plan {
+    PyObject *params, *plan_params, *param_ptrs_obj, *numel_obj, *states, *keys, *state_objects, *grad_ptrs_obj;
+    int is_double;
+};
+
+constexpr const char *PLAN_FORMAT = "O!O!OOiO!O!O!O";
+#define PLAN_ARGS(pl)                                                                                       \
+    &PyList_Type, &(pl).params, &PyTuple_Type, &(pl).plan_params, &(pl).param_ptrs_obj, &(pl).numel_obj,  \
+        &(pl).is_double, &PyTuple_Type, &(pl).states, &PyTuple_Type, &(pl).keys, &PyTuple_Type,            \
+        &(pl).state_objects, &(pl).grad_ptrs_obj
+
+/* The checks and the gathering: 0, 1 or 2 as gather returns them; -1 with a Python error set. */
+int check_and_gather(const Plan &pl) {
+    PyObject *params = pl.params, *plan_params = pl.plan_params, *states = pl.states, *keys = pl.keys;
+    PyObject *state_objects = pl.state_objects;
+    const Py_ssize_t n = PyTuple_GET_SIZE(plan_params);
+    const Py_ssize_t n_keys = PyTuple_GET_SIZE(keys);
+    if (PyTuple_GET_SIZE(states) != n || PyTuple_GET_SIZE(state_objects) != n * n_keys) {
+        PyErr_SetString(PyExc_ValueError, "gather: states and state_objects do not match plan_params");
+        return -1;
+    }
+    Buffer param_ptrs, numel, grad_ptrs;
+    if (!param_ptrs.get(pl.param_ptrs_obj, n, false, "param_ptrs") || !numel.get(pl.numel_obj, n, false, "numel") ||
+        !grad_ptrs.get(pl.grad_ptrs_obj, n, true, "grad_ptrs"))
+        return -1;
+    const auto *expected_ptr = static_cast<const uint64_t *>(param_ptrs.view.buf);
+    const auto *expected_numel = static_cast<const int64_t *>(numel.view.buf);
+    auto *out = static_cast<uint64_t *>(grad_ptrs.view.buf);
+    const caffe2::TypeMeta dtype =
+        pl.is_double ? caffe2::TypeMeta::Make<double>() : caffe2::TypeMeta::Make<float>();
+
+    // The parameters: the same objects (only their addresses are compared: no object is touched yet).
+    if (PyList_GET_SIZE(params) != n) return 1;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject *obj = PyList_GET_ITEM(params, i);
+        if (obj != PyTuple_GET_ITEM(plan_params, i)) return 1;
+        prefetch(obj, 1);
+        PyObject *state = PyTuple_GET_ITEM(states, i);
+        if (!PyDict_Check(state)) return 1;  // (reads the type: fetches the dict too)
+    }
+    std::vector<c10::TensorImpl *> impl(n), grad(n, nullptr);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        impl[i] = THPVariable_Unpack(PyList_GET_ITEM(params, i)).unsafeGetTensorImpl();
+        prefetch(impl[i], TENSOR_IMPL_LINES);
+        prefetch(reinterpret_cast<PyDictObject *>(PyTuple_GET_ITEM(states, i))->ma_keys, 2);
+    }
+    // The state tensors: the same objects (a dict lookup per key, interleaved over the tensors).
+    for (Py_ssize_t k = 0; k < n_keys; ++k) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k);
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            PyObject *value = PyDict_GetItemWithError(PyTuple_GET_ITEM(states, i), key);  // borrowed
+            if (value == nullptr && PyErr_Occurred()) return -1;
+            if (value != PyTuple_GET_ITEM(state_objects, k * n + i)) return 1;
+        }
+    }
+    // The parameters again: dtype, layout, size, and the memory they own (``p.data = …`` changes it).
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const c10::TensorImpl *t = impl[i];
+        if (!usable(t, dtype) || t->numel() != expected_numel[i] || !t->has_storage()) return 1;
+        prefetch(t->storage().unsafeGetStorageImpl(), 2);
+        if (t->autograd_meta() != nullptr) prefetch(t->autograd_meta(), 2);
+    }
+    // The gradients: one each, dense, contiguous, of the parameter's dtype and size.
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (reinterpret_cast<uint64_t>(impl[i]->mutable_data()) != expected_ptr[i]) return 1;
+        const at::Tensor &g = impl[i]->grad();
+        if (!g.defined()) return 2;
+        grad[i] = g.unsafeGetTensorImpl();
+        prefetch(grad[i], TENSOR_IMPL_LINES);
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const c10::TensorImpl *g = grad[i];
+        if (!usable(g, dtype) || g->numel() != expected_numel[i] || !g->has_storage()) return 2;
+        prefetch(g->storage().unsafeGetStorageImpl(), 2);
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) out[i] = reinterpret_cast<uint64_t>(grad[i]->mutable_data());
+    return 0;
+}
+
 /*
  * gather(params, plan_params, param_ptrs, numel, is_double, states, keys, state_objects, grad_ptrs) -> int
  *
@@ -70,77 +150,77 @@ constexpr int TENSOR_IMPL_LINES = 4;
  * or 2 (a parameter has no gradient, or one the kernel cannot take: the caller's general path decides).
  */
 PyObject *gather(PyObject *, PyObject *args) {
-    PyObject *params, *plan_params, *param_ptrs_obj, *numel_obj, *states, *keys, *state_objects, *grad_ptrs_obj;
-    int is_double;
-    if (!PyArg_ParseTuple(args, "O!O!OOiO!O!O!O", &PyList_Type, &params, &PyTuple_Type, &plan_params,
-                          &param_ptrs_obj, &numel_obj, &is_double, &PyTuple_Type, &states, &PyTuple_Type, &keys,
-                          &PyTuple_Type, &state_objects, &grad_ptrs_obj))
-        return nullptr;
-    const Py_ssize_t n = PyTuple_GET_SIZE(plan_params);
-    const Py_ssize_t n_keys = PyTuple_GET_SIZE(keys);
-    if (PyTuple_GET_SIZE(states) != n || PyTuple_GET_SIZE(state_objects) != n * n_keys) {
-        PyErr_SetString(PyExc_ValueError, "gather: states and state_objects do not match plan_params");
-        return nullptr;
-    }
-    Buffer param_ptrs, numel, grad_ptrs;
-    if (!param_ptrs.get(param_ptrs_obj, n, false, "param_ptrs") || !numel.get(numel_obj, n, false, "numel") ||
-        !grad_ptrs.get(grad_ptrs_obj, n, true, "grad_ptrs"))
-        return nullptr;
-    const auto *expected_ptr = static_cast<const uint64_t *>(param_ptrs.view.buf);
-    const auto *expected_numel = static_cast<const int64_t *>(numel.view.buf);
-    auto *out = static_cast<uint64_t *>(grad_ptrs.view.buf);
-    const caffe2::TypeMeta dtype = is_double ? caffe2::TypeMeta::Make<double>() : caffe2::TypeMeta::Make<float>();
+    Plan pl;
+    if (!PyArg_ParseTuple(args, PLAN_FORMAT, PLAN_ARGS(pl))) return nullptr;
+    const int code = check_and_gather(pl);
+    return code < 0 ? nullptr : PyLong_FromLong(code);
+}
 
-    // The parameters: the same objects (only their addresses are compared: no object is touched yet).
-    if (PyList_GET_SIZE(params) != n) return PyLong_FromLong(1);
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject *obj = PyList_GET_ITEM(params, i);
-        if (obj != PyTuple_GET_ITEM(plan_params, i)) return PyLong_FromLong(1);
-        prefetch(obj, 1);
-        PyObject *state = PyTuple_GET_ITEM(states, i);
-        if (!PyDict_Check(state)) return PyLong_FromLong(1);  // (reads the type: fetches the dict too)
+/* The kernel's entry points (adam_kernels.c). */
+using adam_step_t = int64_t (*)(int, int64_t, const int64_t *, void *const *, void *const *, void *const *,
+                                void *const *, void *const *, void *const *, float *const *, const double *, int,
+                                int, int64_t *);
+using adamax_step_t = int64_t (*)(int, int64_t, const int64_t *, void *const *, void *const *, void *const *,
+                                  void *const *, void *const *, float *const *, const double *, int, int, int64_t *);
+
+/*
+ * step(<gather's nine arguments>, kernel, is_adamax, arrays, hp, flags, nthreads) -> int
+ *
+ * gather, then, if it returned 0, one call of the kernel: ``kernel`` is the address of adamlab_adam_step (or,
+ * with is_adamax, adamlab_adamax_step); ``arrays`` the addresses (ints, 0 for none) of the pointer arrays of
+ * m, v (u), v_max and θ̄, of the step counters and of the per-tensor non-finite counts; ``hp`` the
+ * hyper-parameters (float64 buffer), ``flags`` the option bits. The kernel runs without the GIL.
+ *
+ * Returns −1 (the plan no longer describes the group), −2 (a gradient the kernel cannot take), or the
+ * number of non-finite gradient entries of the step (≥ 0).
+ */
+PyObject *step(PyObject *, PyObject *args) {
+    Plan pl;
+    unsigned long long kernel;
+    int is_adamax, flags, nthreads;
+    unsigned long long m, v, vmax, avg, steps, nonfinite;
+    Py_buffer hp;
+    if (!PyArg_ParseTuple(args, "O!O!OOiO!O!O!OKi(KKKKKK)y*ii", PLAN_ARGS(pl), &kernel, &is_adamax, &m, &v, &vmax,
+                          &avg, &steps, &nonfinite, &hp, &flags, &nthreads))
+        return nullptr;
+    const int code = check_and_gather(pl);
+    if (code != 0) {
+        PyBuffer_Release(&hp);
+        return code < 0 ? nullptr : PyLong_FromLong(-code);
     }
-    std::vector<c10::TensorImpl *> impl(n), grad(n, nullptr);
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        impl[i] = THPVariable_Unpack(PyList_GET_ITEM(params, i)).unsafeGetTensorImpl();
-        prefetch(impl[i], TENSOR_IMPL_LINES);
-        prefetch(reinterpret_cast<PyDictObject *>(PyTuple_GET_ITEM(states, i))->ma_keys, 2);
+    Buffer numel, param_ptrs, grad_ptrs;  // held (and checked) by check_and_gather a moment ago
+    const Py_ssize_t n = PyTuple_GET_SIZE(pl.plan_params);
+    if (hp.len != 7 * 8 || !numel.get(pl.numel_obj, n, false, "numel") ||
+        !param_ptrs.get(pl.param_ptrs_obj, n, false, "param_ptrs") || !grad_ptrs.get(pl.grad_ptrs_obj, n, true, "grad_ptrs")) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "step: hp must hold 7 float64 values");
+        PyBuffer_Release(&hp);
+        return nullptr;
     }
-    // The state tensors: the same objects (a dict lookup per key, interleaved over the tensors).
-    for (Py_ssize_t k = 0; k < n_keys; ++k) {
-        PyObject *key = PyTuple_GET_ITEM(keys, k);
-        for (Py_ssize_t i = 0; i < n; ++i) {
-            PyObject *value = PyDict_GetItemWithError(PyTuple_GET_ITEM(states, i), key);  // borrowed
-            if (value == nullptr && PyErr_Occurred()) return nullptr;
-            if (value != PyTuple_GET_ITEM(state_objects, k * n + i)) return PyLong_FromLong(1);
-        }
-    }
-    // The parameters again: dtype, layout, size, and the memory they own (``p.data = …`` changes it).
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        const c10::TensorImpl *t = impl[i];
-        if (!usable(t, dtype) || t->numel() != expected_numel[i] || !t->has_storage()) return PyLong_FromLong(1);
-        prefetch(t->storage().unsafeGetStorageImpl(), 2);
-        if (t->autograd_meta() != nullptr) prefetch(t->autograd_meta(), 2);
-    }
-    // The gradients: one each, dense, contiguous, of the parameter's dtype and size.
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        if (reinterpret_cast<uint64_t>(impl[i]->mutable_data()) != expected_ptr[i]) return PyLong_FromLong(1);
-        const at::Tensor &g = impl[i]->grad();
-        if (!g.defined()) return PyLong_FromLong(2);
-        grad[i] = g.unsafeGetTensorImpl();
-        prefetch(grad[i], TENSOR_IMPL_LINES);
-    }
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        const c10::TensorImpl *g = grad[i];
-        if (!usable(g, dtype) || g->numel() != expected_numel[i] || !g->has_storage()) return PyLong_FromLong(2);
-        prefetch(g->storage().unsafeGetStorageImpl(), 2);
-    }
-    for (Py_ssize_t i = 0; i < n; ++i) out[i] = reinterpret_cast<uint64_t>(grad[i]->mutable_data());
-    return PyLong_FromLong(0);
+    auto ptr = [](unsigned long long a) { return reinterpret_cast<void *const *>(static_cast<uintptr_t>(a)); };
+    const auto *sizes = static_cast<const int64_t *>(numel.view.buf);
+    void *const *param = static_cast<void *const *>(param_ptrs.view.buf);
+    void *const *grad = static_cast<void *const *>(grad_ptrs.view.buf);
+    auto *step_counters = reinterpret_cast<float *const *>(static_cast<uintptr_t>(steps));
+    auto *counts = reinterpret_cast<int64_t *>(static_cast<uintptr_t>(nonfinite));
+    const auto *hyper = static_cast<const double *>(hp.buf);
+    int64_t bad;
+    Py_BEGIN_ALLOW_THREADS;
+    if (is_adamax)
+        bad = reinterpret_cast<adamax_step_t>(static_cast<uintptr_t>(kernel))(
+            pl.is_double, n, sizes, param, grad, ptr(m), ptr(v), ptr(avg), step_counters, hyper, flags, nthreads,
+            counts);
+    else
+        bad = reinterpret_cast<adam_step_t>(static_cast<uintptr_t>(kernel))(
+            pl.is_double, n, sizes, param, grad, ptr(m), ptr(v), ptr(vmax), ptr(avg), step_counters, hyper, flags,
+            nthreads, counts);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&hp);
+    return PyLong_FromLongLong(bad);
 }
 
 PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "Check a fused plan against its group and gather the gradients' addresses."},
+    {"step", step, METH_VARARGS, "gather, then the fused kernel's step: the whole per-step path of a plan."},
     {nullptr, nullptr, 0, nullptr},
 };
 

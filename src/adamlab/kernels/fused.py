@@ -6,6 +6,7 @@ floating dtype (float32 or float64) and that each step counter is a float32 CPU 
 
 from __future__ import annotations
 
+import ctypes
 import operator
 from array import array
 
@@ -129,29 +130,50 @@ class FusedPlan:
         self._run(group, array("Q", map(torch.Tensor.data_ptr, grads)))
         return self.nonfinite
 
-    def fast_step(self, group: dict) -> array | None:
-        """:meth:`matches` and :meth:`step` at once, the checks done by the C++ bridge (``bridge.cpp``) when
-        it is built: a step for the whole group, if the plan still describes it and every parameter has a
-        gradient the kernel can take. Returns the per-tensor non-finite counts, or None (nothing done: the
-        bridge is not available, or the caller's general path must decide)."""
+    def fast_step(self, group: dict) -> int | None:
+        """:meth:`matches` and :meth:`step` at once, in one call of the C++ bridge (``bridge.cpp``), when it
+        is built: its checks, then the kernel. Returns the number of non-finite gradient entries of the step
+        (per tensor in ``self.nonfinite``), or None: nothing was done (the bridge is not available, the plan no
+        longer describes the group, or a gradient is missing or not one the kernel takes; the caller's general
+        path decides)."""
         bridge = build.bridge()
         if bridge is None:
             return None
-        if self.bridge_args is None:
-            self.bridge_args = (
-                tuple(self.params),
-                self.param_ptrs,
-                self.numel,
-                self.is_double,
-                tuple(self.states),
-                tuple(self.checked_keys),
-                tuple(t for tensors in self.state_tensors for t in tensors),
-                self.grad_ptrs,
-            )
-        if bridge.gather(group["params"], *self.bridge_args) != 0:
-            return None
-        self._run(group, self.grad_ptrs)
-        return self.nonfinite
+        args = self.bridge_args or self._bridge_args()
+        bad = bridge.step(
+            group["params"], *args, group_hyperparameters(group), group_flags(group), torch.get_num_threads()
+        )
+        return bad if bad >= 0 else None
+
+    def _bridge_args(self) -> tuple:
+        """The bridge's arguments that stay fixed while the plan holds (see ``step`` in bridge.cpp)."""
+        lib = build.load()
+        adamax = self.algorithm == "adamax"
+        kernel = ctypes.cast(lib.adamlab_adamax_step if adamax else lib.adamlab_adam_step, ctypes.c_void_p).value
+        state = dict(zip(self.checked_keys, (_address(a) or 0 for a in self.state_ptrs)))
+        extra = self.keys[2:]  # max_exp_avg_sq and/or param_avg, as the group's options asked for
+        arrays = (
+            state[self.keys[0]],
+            state[self.keys[1]],
+            state["max_exp_avg_sq"] if "max_exp_avg_sq" in extra else 0,
+            state["param_avg"] if "param_avg" in extra else 0,
+            state["step"],
+            _address(self.nonfinite),
+        )
+        self.bridge_args = (
+            tuple(self.params),
+            self.param_ptrs,
+            self.numel,
+            self.is_double,
+            tuple(self.states),
+            tuple(self.checked_keys),
+            tuple(t for tensors in self.state_tensors for t in tensors),
+            self.grad_ptrs,
+            kernel,
+            int(adamax),
+            arrays,
+        )
+        return self.bridge_args
 
     def _run(self, group: dict, grad_ptrs: array) -> int:
         """Call the kernel; returns the total number of non-finite gradient entries (per tensor in

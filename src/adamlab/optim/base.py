@@ -285,11 +285,11 @@ class AdamFamily(Optimizer):
         plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
         plan = plans.get(index)
         if plan is not None and group["impl"] != "reference" and plan.keys == self._state_keys(group):
-            counts = plan.fast_step(group)
-            if counts is not None:
-                if not any(counts):
-                    return []
-                return _nonfinite_report(index, enumerate(plan.params), counts, group["params"])
+            bad = plan.fast_step(group)
+            if bad == 0:
+                return []
+            if bad is not None:
+                return _nonfinite_report(index, enumerate(plan.params), plan.nonfinite, group["params"])
         all_grads = [p.grad for p in group["params"]]
         if any(g is None for g in all_grads):  # (not `None in`: that compares tensors with ==)
             params = [p for p, g in zip(group["params"], all_grads) if g is not None]
