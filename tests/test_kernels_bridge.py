@@ -242,3 +242,20 @@ def test_bridge_compile_error_is_reported(monkeypatch, tmp_path):
     with pytest.raises(build.KernelUnavailableError, match=r"building bridge\.cpp failed"):
         build._build_bridge()
     assert not list((tmp_path / "cache" / "kernels").glob("*.so"))  # no half-written library left
+
+
+def test_a_build_removes_stale_half_written_libraries(monkeypatch, tmp_path):
+    import os
+    import time
+
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    stale, fresh = folder / "tmpold.so", folder / "tmpnew.so"
+    for path in (stale, fresh):
+        path.write_bytes(b"half a library")
+    old = time.time() - 2 * build.STALE_TEMPORARY_S
+    os.utime(stale, (old, old))
+    monkeypatch.setenv("ADAMLAB_CACHE", str(tmp_path))
+    target = build._cached_build("probe", [b"x"], ["cc", "-shared", "-fPIC", "-x", "c", os.devnull], "a probe")
+    assert target.exists() and target.parent == folder
+    assert not stale.exists() and fresh.exists()  # a build running now may own the fresh one

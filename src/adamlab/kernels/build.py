@@ -16,6 +16,7 @@ processes (DDP ranks) can build it at once. Set ``ADAMLAB_CC`` to choose the com
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -95,6 +96,20 @@ def _variants(cc_version: str) -> list[str]:
     return ["pthreads"]
 
 
+STALE_TEMPORARY_S = 3600.0
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove half-written libraries (``tmp*.so``) left by builds that were killed (a process that exited
+    while the bridge was building in its background thread): any older than an hour."""
+    import time
+
+    for path in folder.glob("tmp*.so"):
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > STALE_TEMPORARY_S:
+                path.unlink()
+
+
 def _cached_build(stem: str, key_parts: list[bytes], command: list[str], what: str) -> Path:
     """The library ``stem-<key>.so`` in the cache, built with ``command + ["-o", path]`` if it is not there:
     written to a temporary name and renamed, so that processes building at once (DDP ranks) never load a
@@ -103,6 +118,7 @@ def _cached_build(stem: str, key_parts: list[bytes], command: list[str], what: s
     target = cache_dir() / f"{stem}-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(target.parent)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
