@@ -67,8 +67,14 @@ constexpr const char *PLAN_FORMAT = "O!O!OOiO!O!O!O";
         &(pl).is_double, &PyTuple_Type, &(pl).states, &PyTuple_Type, &(pl).keys, &PyTuple_Type,            \
         &(pl).state_objects, &(pl).grad_ptrs_obj
 
-/* The checks and the gathering: 0, 1 or 2 as gather returns them; -1 with a Python error set. */
-int check_and_gather(const Plan &pl) {
+/* The plan's three buffers, held while they are used. */
+struct PlanBuffers {
+    Buffer param_ptrs, numel, grad_ptrs;
+};
+
+/* The checks and the gathering: 0, 1 or 2 as gather returns them; -1 with a Python error set. Leaves the
+ * plan's buffers held in `buffers` (for step's kernel call). */
+int check_and_gather(const Plan &pl, PlanBuffers &buffers) {
     PyObject *params = pl.params, *plan_params = pl.plan_params, *states = pl.states, *keys = pl.keys;
     PyObject *state_objects = pl.state_objects;
     const Py_ssize_t n = PyTuple_GET_SIZE(plan_params);
@@ -77,7 +83,7 @@ int check_and_gather(const Plan &pl) {
         PyErr_SetString(PyExc_ValueError, "gather: states and state_objects do not match plan_params");
         return -1;
     }
-    Buffer param_ptrs, numel, grad_ptrs;
+    Buffer &param_ptrs = buffers.param_ptrs, &numel = buffers.numel, &grad_ptrs = buffers.grad_ptrs;
     if (!param_ptrs.get(pl.param_ptrs_obj, n, false, "param_ptrs") || !numel.get(pl.numel_obj, n, false, "numel") ||
         !grad_ptrs.get(pl.grad_ptrs_obj, n, true, "grad_ptrs"))
         return -1;
@@ -152,7 +158,8 @@ int check_and_gather(const Plan &pl) {
 PyObject *gather(PyObject *, PyObject *args) {
     Plan pl;
     if (!PyArg_ParseTuple(args, PLAN_FORMAT, PLAN_ARGS(pl))) return nullptr;
-    const int code = check_and_gather(pl);
+    PlanBuffers buffers;
+    const int code = check_and_gather(pl, buffers);
     return code < 0 ? nullptr : PyLong_FromLong(code);
 }
 
@@ -183,23 +190,22 @@ PyObject *step(PyObject *, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O!OOiO!O!O!OKi(KKKKKK)y*ii", PLAN_ARGS(pl), &kernel, &is_adamax, &m, &v, &vmax,
                           &avg, &steps, &nonfinite, &hp, &flags, &nthreads))
         return nullptr;
-    const int code = check_and_gather(pl);
+    if (hp.len != 7 * 8) {
+        PyBuffer_Release(&hp);
+        PyErr_SetString(PyExc_ValueError, "step: hp must hold 7 float64 values");
+        return nullptr;
+    }
+    PlanBuffers buffers;
+    const int code = check_and_gather(pl, buffers);
     if (code != 0) {
         PyBuffer_Release(&hp);
         return code < 0 ? nullptr : PyLong_FromLong(-code);
     }
-    Buffer numel, param_ptrs, grad_ptrs;  // held (and checked) by check_and_gather a moment ago
     const Py_ssize_t n = PyTuple_GET_SIZE(pl.plan_params);
-    if (hp.len != 7 * 8 || !numel.get(pl.numel_obj, n, false, "numel") ||
-        !param_ptrs.get(pl.param_ptrs_obj, n, false, "param_ptrs") || !grad_ptrs.get(pl.grad_ptrs_obj, n, true, "grad_ptrs")) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "step: hp must hold 7 float64 values");
-        PyBuffer_Release(&hp);
-        return nullptr;
-    }
     auto ptr = [](unsigned long long a) { return reinterpret_cast<void *const *>(static_cast<uintptr_t>(a)); };
-    const auto *sizes = static_cast<const int64_t *>(numel.view.buf);
-    void *const *param = static_cast<void *const *>(param_ptrs.view.buf);
-    void *const *grad = static_cast<void *const *>(grad_ptrs.view.buf);
+    const auto *sizes = static_cast<const int64_t *>(buffers.numel.view.buf);
+    void *const *param = static_cast<void *const *>(buffers.param_ptrs.view.buf);
+    void *const *grad = static_cast<void *const *>(buffers.grad_ptrs.view.buf);
     auto *step_counters = reinterpret_cast<float *const *>(static_cast<uintptr_t>(steps));
     auto *counts = reinterpret_cast<int64_t *>(static_cast<uintptr_t>(nonfinite));
     const auto *hyper = static_cast<const double *>(hp.buf);

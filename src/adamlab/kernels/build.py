@@ -328,13 +328,13 @@ def bridge_error() -> str | None:
 def build_all() -> list[str]:
     """Build (or load from the cache) the kernel and the bridge now, waiting for both; lines saying what is in
     use. Raises KernelUnavailableError if the kernel cannot be built (the bridge is optional)."""
-    lib = load()
+    load()
     lines = [f"fused kernel: ready ({threading_model()} threads), cached in {cache_dir()}"]
-    del lib
-    if _bridge_mode() == "off":
-        lines.append("step bridge: off (ADAMLAB_BRIDGE=off): plans are checked in Python")
-    elif bridge(wait=True) is not None:
-        lines.append(f"step bridge: ready ({Path(_bridge.__file__).name})")
-    else:
+    module = bridge(wait=True)
+    if module is not None:
+        lines.append(f"step bridge: ready ({Path(module.__file__).name})")
+    elif bridge_error() is not None:
         lines.append(f"step bridge: unavailable, plans are checked in Python (slower per step): {bridge_error()}")
+    else:
+        lines.append("step bridge: off (ADAMLAB_BRIDGE=off): plans are checked in Python")
     return lines

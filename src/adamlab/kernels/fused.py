@@ -150,16 +150,6 @@ class FusedPlan:
         lib = build.load()
         adamax = self.algorithm == "adamax"
         kernel = ctypes.cast(lib.adamlab_adamax_step if adamax else lib.adamlab_adam_step, ctypes.c_void_p).value
-        state = dict(zip(self.checked_keys, (_address(a) or 0 for a in self.state_ptrs)))
-        extra = self.keys[2:]  # max_exp_avg_sq and/or param_avg, as the group's options asked for
-        arrays = (
-            state[self.keys[0]],
-            state[self.keys[1]],
-            state["max_exp_avg_sq"] if "max_exp_avg_sq" in extra else 0,
-            state["param_avg"] if "param_avg" in extra else 0,
-            state["step"],
-            _address(self.nonfinite),
-        )
         self.bridge_args = (
             tuple(self.params),
             self.param_ptrs,
@@ -171,27 +161,42 @@ class FusedPlan:
             self.grad_ptrs,
             kernel,
             int(adamax),
-            arrays,
+            (*self._state_arrays(), _address(self.nonfinite)),
         )
         return self.bridge_args
+
+    def _state_arrays(self) -> tuple[int, int, int, int, int]:
+        """Addresses of the pointer arrays of m, v (u), v_max, θ̄ and the step counters; 0 for v_max and θ̄
+        where the plan's keys (the group's amsgrad and averaging) have none."""
+        address = dict(zip(self.checked_keys, (_address(a) or 0 for a in self.state_ptrs)))
+        first, second = self.keys[:2]
+        return (
+            address[first],
+            address[second],
+            address.get("max_exp_avg_sq", 0),
+            address.get("param_avg", 0),
+            address["step"],
+        )
 
     def _run(self, group: dict, grad_ptrs: array) -> int:
         """Call the kernel; returns the total number of non-finite gradient entries (per tensor in
         ``self.nonfinite``)."""
         lib = build.load()
+        m, v, vmax, avg, steps = self._state_arrays()
+        common = (
+            self.is_double,
+            len(self.params),
+            _address(self.numel),
+            _address(self.param_ptrs),
+            _address(grad_ptrs),
+            m,
+            v,
+        )
         hp = group_hyperparameters(group)
-        flags = group_flags(group)
-        common = (self.is_double, len(self.params), _address(self.numel), _address(self.param_ptrs))
-        state = [_address(a) for a in self.state_ptrs]
-        tail = (_address(hp), flags, torch.get_num_threads(), _address(self.nonfinite))
+        tail = (steps, _address(hp), group_flags(group), torch.get_num_threads(), _address(self.nonfinite))
         if self.algorithm == "adam":
-            amsgrad = group["amsgrad"]
-            averaging = group["averaging"]
-            vmax = state[2] if amsgrad else None
-            avg = state[2 + amsgrad] if averaging else None
-            return lib.adamlab_adam_step(*common, _address(grad_ptrs), state[0], state[1], vmax, avg, state[-1], *tail)
-        avg = state[2] if group["averaging"] else None
-        return lib.adamlab_adamax_step(*common, _address(grad_ptrs), state[0], state[1], avg, state[-1], *tail)
+            return lib.adamlab_adam_step(*common, vmax, avg, *tail)
+        return lib.adamlab_adamax_step(*common, avg, *tail)
 
 
 def roofline(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, nthreads: int) -> None:

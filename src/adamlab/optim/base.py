@@ -284,7 +284,10 @@ class AdamFamily(Optimizer):
         # bridge's checks, else a few C-level passes over the tensors in Python.
         plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
         plan = plans.get(index)
-        if plan is not None and group["impl"] != "reference" and plan.keys == self._state_keys(group):
+        # The plan's state keys must be the group's (amsgrad/averaging decide which arrays the kernel touches).
+        if plan is not None and plan.keys != self._state_keys(group):
+            plan = None
+        if plan is not None and group["impl"] != "reference":
             bad = plan.fast_step(group)
             if bad == 0:
                 return []
@@ -299,9 +302,7 @@ class AdamFamily(Optimizer):
         if not params:
             return []
         use_kernel = self._use_kernel(group["impl"])
-        plan = plan if use_kernel else None
-        # The plan's state keys must be the group's (amsgrad/averaging decide which arrays the kernel touches).
-        if plan is not None and plan.keys == self._state_keys(group) and plan.matches(params):
+        if use_kernel and plan is not None and plan.matches(params):
             counts = plan.step(group, grads)  # the kernel alone: no autograd
             if counts is not None:
                 if not any(counts):
