@@ -111,10 +111,11 @@ def test_vae_elbo_bounds_the_exact_marginal_likelihood():
     model = VAE(n_features=6, hidden=5, latent=1).double()
     x = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
     z = torch.linspace(-8, 8, 4001, dtype=torch.float64).unsqueeze(1)
-    log_joint = Bernoulli(logits=model.decode(z)).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(z[:, 0])
-    log_px = torch.logsumexp(log_joint, 0) + torch.log(z[1, 0] - z[0, 0])
-    g = torch.Generator().manual_seed(0)
-    mc = torch.stack([model(x, g) for _ in range(4000)]).mean()
+    with torch.no_grad():
+        log_joint = Bernoulli(logits=model.decode(z)).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(z[:, 0])
+        log_px = torch.logsumexp(log_joint, 0) + torch.log(z[1, 0] - z[0, 0])
+    with torch.no_grad():
+        mc = model(x.expand(20_000, -1), torch.Generator().manual_seed(0)).mean()
     assert float(mc) >= float(-log_px) - 1e-3
     assert float(mc) < float(-log_px) + 5.0  # a bound, not a wild number
 
@@ -135,9 +136,9 @@ def test_vae_trains_with_adam():
     model = VAE(n_features=16, hidden=32, latent=4)
     opt = adamlab.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
-    start = float(negative_elbo(model, x, g))
+    start = negative_elbo(model, x, g).item()
     for _ in range(300):
         opt.zero_grad()
         negative_elbo(model, x, g).backward()
         opt.step()
-    assert float(negative_elbo(model, x, g)) < 0.8 * start
+    assert negative_elbo(model, x, g).item() < 0.8 * start
