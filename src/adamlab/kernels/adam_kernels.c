@@ -12,9 +12,13 @@
  * Non-finite gradients: the affected coordinates keep their old θ, m, v (a select or a masked store, so the
  * loop still vectorises) and are counted per tensor; the caller raises.
  *
- * Built by adamlab/kernels/build.py with -O3 -march=native -fno-math-errno -fno-trapping-math (no
+ * Instruction sets: one library holds a build of every loop for each instruction set of the architecture
+ * (scalar/baseline, AVX2 + FMA, AVX-512; see "element loops"), and the fastest one this CPU runs is chosen
+ * at run time (adamlab_set_isa / adamlab_get_isa; build.py applies $ADAMLAB_ISA).
+ *
+ * Built by adamlab/kernels/build.py with -O3 -fno-math-errno -fno-trapping-math and no -march (no
  * -ffast-math: IEEE semantics are kept, and the finiteness test g - g == 0 relies on them). With AVX-512
- * the fp32 Adam step divides by a refined reciprocal estimate (see ADAM_AVX512): within an ulp or so of the
+ * the fp32 steps divide by a refined reciprocal estimate (see ADAM_AVX512): within an ulp or so of the
  * exact quotient; float64 and the other loops divide exactly.
  */
 #include <math.h>
@@ -75,10 +79,38 @@ static void adamax_scalars(const double *hp, int flags, double t, scalars_t *s) 
 
 /* ---------------------------------------------------------------- element loops */
 
-#define ADAM_LOOP(T, AMS, AVG)                                                                   \
-    static int64_t adam_loop_##T##_##AMS##_##AVG(int64_t n, T *restrict p, const T *restrict g,   \
-                                                  T *restrict m, T *restrict v, T *restrict vmax, \
-                                                  T *restrict avg, const scalars_t *s) {          \
+/*
+ * One source, several instruction-set builds. Every loop below is compiled into the same library once per
+ * instruction set (ISA) it exists for, with the compiler's per-function target attribute (TARGET_*): the
+ * file itself is built for the baseline of the architecture (x86-64: SSE2; aarch64: NEON), so one build
+ * runs on any CPU of that architecture, and the fastest set the CPU has is chosen at run time from cpuid
+ * (dispatch below; adamlab_set_isa overrides it, for tests and the benchmark).
+ *
+ *  - ISA_SCALAR: the generic C loops (GCC vectorises them for the baseline: SSE2 on x86-64, NEON on aarch64);
+ *  - ISA_AVX2:   AVX2 + FMA, 8 lanes, intrinsics (fp32); the generic loops for fp64, vectorised for AVX2;
+ *  - ISA_AVX512: AVX-512 F + DQ, 16 lanes, intrinsics (fp32); the generic loops for fp64.
+ *
+ * Every build computes the same formulas in the same order; the fp32 builds differ from each other only in
+ * the rounding of the quotient m/(√v·s + ε) (see ADAM_AVX512) and in FMA contraction. The tests check each
+ * build the CPU can run against the reference path.
+ */
+#define ISA_SCALAR 0
+#define ISA_AVX2 1
+#define ISA_AVX512 2
+#define ISA_COUNT 3
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define ADAMLAB_X86 1
+#include <immintrin.h>
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TARGET_AVX512 __attribute__((target("avx2,fma,avx512f,avx512dq")))
+#endif
+#define TARGET_SCALAR
+
+#define ADAM_LOOP(ISA, ATTR, T, AMS, AVG)                                                         \
+    ATTR static int64_t adam_loop_##ISA##_##T##_##AMS##_##AVG(                                   \
+        int64_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict v,             \
+        T *restrict vmax, T *restrict avg, const scalars_t *s) {                                 \
         const T b1 = (T)s->beta1_t, c1 = (T)(1.0 - s->beta1_t);                                  \
         const T b2 = (T)s->beta2, c2 = (T)(1.0 - s->beta2);                                      \
         const T step = (T)s->step, dscale = (T)s->denom_scale, eps = (T)s->eps;                  \
@@ -114,47 +146,243 @@ static void adamax_scalars(const double *hp, int flags, double t, scalars_t *s) 
         return bad;                                                                              \
     }
 
-#define ADAMAX_LOOP(T, AVG)                                                                       \
-    static int64_t adamax_loop_##T##_##AVG(int64_t n, T *restrict p, const T *restrict g,          \
-                                           T *restrict m, T *restrict u, T *restrict unused,       \
-                                           T *restrict avg, const scalars_t *s) {                  \
-        const T b1 = (T)s->beta1_t, c1 = (T)(1.0 - s->beta1_t), b2 = (T)s->beta2;                 \
-        const T step = (T)s->step, eps = (T)s->eps;                                               \
-        const T l2 = (T)s->l2, decay = (T)s->decay, sign = (T)s->sign;                            \
-        const T ab = (T)s->avg_beta, ac = (T)(1.0 - s->avg_beta);                                 \
-        int64_t bad = 0;                                                                          \
-        (void)unused; (void)avg; (void)ab; (void)ac;                                              \
+#define ADAMAX_LOOP(ISA, ATTR, T, AVG)                                                            \
+    ATTR static int64_t adamax_loop_##ISA##_##T##_##AVG(                                         \
+        int64_t n, T *restrict p, const T *restrict g, T *restrict m, T *restrict u,             \
+        T *restrict unused, T *restrict avg, const scalars_t *s) {                               \
+        const T b1 = (T)s->beta1_t, c1 = (T)(1.0 - s->beta1_t), b2 = (T)s->beta2;                \
+        const T step = (T)s->step, eps = (T)s->eps;                                              \
+        const T l2 = (T)s->l2, decay = (T)s->decay, sign = (T)s->sign;                           \
+        const T ab = (T)s->avg_beta, ac = (T)(1.0 - s->avg_beta);                                \
+        int64_t bad = 0;                                                                         \
+        (void)unused; (void)avg; (void)ab; (void)ac;                                             \
+        for (int64_t i = 0; i < n; ++i) {                                                        \
+            const T gi = g[i], pi = p[i], mi = m[i], ui = u[i];                                  \
+            const int ok = (gi - gi) == (T)0;                                                    \
+            bad += !ok;                                                                          \
+            const T ge = sign * gi + l2 * pi;                                                    \
+            const T mn = b1 * mi + c1 * ge;                                                      \
+            const T a = b2 * ui, b = FABS(ge) + eps;                                             \
+            const T un = a > b ? a : b;                                                          \
+            /* Where u = 0 the step is 0 (with β2 > 0: every gradient so far was 0, so m = 0). */ \
+            const T r = un > (T)0 ? step * mn / un : (T)0;                                       \
+            const T pn = pi * decay - r;                                                         \
+            p[i] = ok ? pn : pi;                                                                 \
+            m[i] = ok ? mn : mi;                                                                 \
+            u[i] = ok ? un : ui;                                                                 \
+            if (AVG) {                                                                           \
+                const T ai = avg[i];                                                             \
+                avg[i] = ok ? ab * ai + ac * pn : ai;                                            \
+            }                                                                                    \
+        }                                                                                        \
+        return bad;                                                                              \
+    }
+
+/* The generic loops of one ISA, for one element type. */
+#define GENERIC_LOOPS(ISA, ATTR, T)                                                               \
+    ADAM_LOOP(ISA, ATTR, T, 0, 0)                                                                 \
+    ADAM_LOOP(ISA, ATTR, T, 0, 1)                                                                 \
+    ADAM_LOOP(ISA, ATTR, T, 1, 0)                                                                 \
+    ADAM_LOOP(ISA, ATTR, T, 1, 1)                                                                 \
+    ADAMAX_LOOP(ISA, ATTR, T, 0)                                                                  \
+    ADAMAX_LOOP(ISA, ATTR, T, 1)
+
+GENERIC_LOOPS(scalar, TARGET_SCALAR, float)
+GENERIC_LOOPS(scalar, TARGET_SCALAR, double)
+
+/*
+ * The roofline's loop: Adam's memory pattern (read θ, g, m, v; write θ, m, v) with trivial arithmetic,
+ * vectorised and prefetched as the steps of the same ISA are.
+ */
+#define ROOFLINE_GENERIC(ISA, ATTR)                                                               \
+    ATTR static int64_t roofline_##ISA(int64_t n, float *restrict p, const float *restrict g,    \
+                                       float *restrict m, float *restrict v, float *restrict u1,  \
+                                       float *restrict u2, const scalars_t *s) {                  \
+        (void)u1; (void)u2; (void)s;                                                              \
         for (int64_t i = 0; i < n; ++i) {                                                         \
-            const T gi = g[i], pi = p[i], mi = m[i], ui = u[i];                                   \
-            const int ok = (gi - gi) == (T)0;                                                     \
-            bad += !ok;                                                                           \
-            const T ge = sign * gi + l2 * pi;                                                     \
-            const T mn = b1 * mi + c1 * ge;                                                       \
-            const T a = b2 * ui, b = FABS(ge) + eps;                                              \
-            const T un = a > b ? a : b;                                                           \
-            /* Where u = 0 the step is 0 (with β2 > 0: every gradient so far was 0, so m = 0). */  \
-            const T r = un > (T)0 ? mn / un : (T)0;                                               \
-            const T pn = pi * decay - step * r;                                                   \
-            p[i] = ok ? pn : pi;                                                                  \
-            m[i] = ok ? mn : mi;                                                                  \
-            u[i] = ok ? un : ui;                                                                  \
-            if (AVG) {                                                                            \
-                const T ai = avg[i];                                                              \
-                avg[i] = ok ? ab * ai + ac * pn : ai;                                             \
-            }                                                                                     \
+            const float gi = g[i];                                                                \
+            m[i] = m[i] + gi;                                                                     \
+            v[i] = v[i] + gi;                                                                     \
+            p[i] = p[i] - gi;                                                                     \
+        }                                                                                         \
+        return 0;                                                                                 \
+    }
+ROOFLINE_GENERIC(scalar, TARGET_SCALAR)
+
+/*
+ * Software prefetch PREFETCH_AHEAD elements (2 KiB) ahead on the four streams, for reading (g) and for
+ * writing (θ, m, v), once per 64-byte line. Measured: +3-4% at 1e7 elements (partly in L3), nothing at 5e7
+ * or in L2; the roofline loops prefetch alike, so that they stay the speed limit. A prefetch past the end
+ * is harmless.
+ */
+#define PREFETCH_AHEAD 512
+#define PREFETCH4(g, p, m, v, i)                                                                     \
+    do {                                                                                             \
+        __builtin_prefetch((g) + (i) + PREFETCH_AHEAD, 0, 3);                                        \
+        __builtin_prefetch((p) + (i) + PREFETCH_AHEAD, 1, 3);                                        \
+        __builtin_prefetch((m) + (i) + PREFETCH_AHEAD, 1, 3);                                        \
+        __builtin_prefetch((v) + (i) + PREFETCH_AHEAD, 1, 3);                                        \
+    } while (0)
+
+#ifdef ADAMLAB_X86
+/* ---------------------------------------------------------------- AVX2 + FMA (8 lanes) */
+
+GENERIC_LOOPS(avx2, TARGET_AVX2, double)
+
+/*
+ * fp32 Adam with AVX2 + FMA, 8 lanes, the same arithmetic as ADAM_AVX512 but for the division, which is
+ * exact here (vdivps: the AVX2 class has no 14-bit reciprocal estimate, and rcp_ps's 12 bits would need
+ * two Newton steps; the exact quotient keeps the step memory-bound, measured in docs/performance.md).
+ * Non-finite gradients: a lane is finite iff g − g == 0; the others keep θ, m, v through blends (no masked
+ * stores, which are slow on AMD's cores). The loop body is one macro, run on 16 elements per iteration and,
+ * for a tail of fewer than 8, on a zero-padded copy in registers-sized stack buffers: every element takes
+ * the same arithmetic wherever the thread split and the tensor ends fall.
+ */
+#define AVX2_COMMON_CONSTS                                                                        \
+    const __m256 b1 = _mm256_set1_ps((float)s->beta1_t);                                          \
+    const __m256 c1s = _mm256_set1_ps((float)((1.0 - s->beta1_t) * s->sign));                     \
+    const __m256 b2 = _mm256_set1_ps((float)s->beta2);                                            \
+    const __m256 step = _mm256_set1_ps((float)s->step);                                           \
+    const __m256 eps = _mm256_set1_ps((float)s->eps);                                             \
+    const __m256 sl2 = _mm256_set1_ps((float)(s->sign * s->l2));                                  \
+    const __m256 decay = _mm256_set1_ps((float)s->decay);                                         \
+    const __m256 ab = _mm256_set1_ps((float)s->avg_beta);                                         \
+    const __m256 ac = _mm256_set1_ps((float)(1.0 - s->avg_beta));                                 \
+    const __m256 zero = _mm256_setzero_ps();                                                      \
+    (void)ab; (void)ac; (void)sl2; (void)decay
+
+/* One vector of Adam at P, G, M, V, VM (v_max), A (θ̄); adds the non-finite count to `bad`. */
+#define ADAM_AVX2_BODY(AMS, AVG, WD, P, G, M, V, VM, A)                                           \
+    do {                                                                                          \
+        const __m256 gi = _mm256_loadu_ps(G), pi = _mm256_loadu_ps(P);                            \
+        const __m256 mi = _mm256_loadu_ps(M), vi = _mm256_loadu_ps(V);                            \
+        const __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(gi, gi), zero, _CMP_EQ_OQ);                 \
+        bad += 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));                          \
+        const __m256 gs = WD == 1 ? _mm256_fmadd_ps(sl2, pi, gi) : gi;                            \
+        const __m256 mn = _mm256_fmadd_ps(b1, mi, _mm256_mul_ps(c1s, gs));                        \
+        const __m256 vn = _mm256_fmadd_ps(_mm256_mul_ps(c2, gs), gs, _mm256_mul_ps(b2, vi));      \
+        __m256 vu = vn;                                                                           \
+        if (AMS) {                                                                                \
+            const __m256 vm = _mm256_loadu_ps(VM);                                                \
+            vu = _mm256_max_ps(vm, vn);                                                           \
+            _mm256_storeu_ps(VM, _mm256_blendv_ps(vm, vu, ok));                                   \
+        }                                                                                         \
+        const __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(vu), dscale, eps);                      \
+        const __m256 pos = _mm256_cmp_ps(den, zero, _CMP_GT_OQ);                                  \
+        const __m256 r = _mm256_and_ps(_mm256_div_ps(_mm256_mul_ps(step, mn), den), pos);         \
+        const __m256 pn = WD == 2 ? _mm256_fmsub_ps(pi, decay, r) : _mm256_sub_ps(pi, r);         \
+        _mm256_storeu_ps(P, _mm256_blendv_ps(pi, pn, ok));                                        \
+        _mm256_storeu_ps(M, _mm256_blendv_ps(mi, mn, ok));                                        \
+        _mm256_storeu_ps(V, _mm256_blendv_ps(vi, vn, ok));                                        \
+        if (AVG) {                                                                                \
+            const __m256 ai = _mm256_loadu_ps(A);                                                 \
+            const __m256 an = _mm256_fmadd_ps(ab, ai, _mm256_mul_ps(ac, pn));                     \
+            _mm256_storeu_ps(A, _mm256_blendv_ps(ai, an, ok));                                    \
+        }                                                                                         \
+    } while (0)
+
+/* One vector of AdaMax: u = max(β2·u, |g_t| + ε), θ −= step·m/u (0 where u is not positive). */
+#define ADAMAX_AVX2_BODY(AMS, AVG, WD, P, G, M, V, VM, A)                                         \
+    do {                                                                                          \
+        const __m256 gi = _mm256_loadu_ps(G), pi = _mm256_loadu_ps(P);                            \
+        const __m256 mi = _mm256_loadu_ps(M), ui = _mm256_loadu_ps(V);                            \
+        const __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(gi, gi), zero, _CMP_EQ_OQ);                 \
+        bad += 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));                          \
+        const __m256 gs = WD == 1 ? _mm256_fmadd_ps(sl2, pi, gi) : gi; /* |g_t| = |gs| */         \
+        const __m256 mn = _mm256_fmadd_ps(b1, mi, _mm256_mul_ps(c1s, gs));                        \
+        const __m256 a = _mm256_mul_ps(b2, ui), b = _mm256_add_ps(_mm256_and_ps(gs, absmask), eps);\
+        const __m256 un = _mm256_max_ps(a, b); /* a > b ? a : b, as the generic loop */          \
+        const __m256 pos = _mm256_cmp_ps(un, zero, _CMP_GT_OQ);                                   \
+        const __m256 r = _mm256_and_ps(_mm256_div_ps(_mm256_mul_ps(step, mn), un), pos);          \
+        const __m256 pn = WD == 2 ? _mm256_fmsub_ps(pi, decay, r) : _mm256_sub_ps(pi, r);         \
+        _mm256_storeu_ps(P, _mm256_blendv_ps(pi, pn, ok));                                        \
+        _mm256_storeu_ps(M, _mm256_blendv_ps(mi, mn, ok));                                        \
+        _mm256_storeu_ps(V, _mm256_blendv_ps(ui, un, ok));                                        \
+        if (AVG) {                                                                                \
+            const __m256 ai = _mm256_loadu_ps(A);                                                 \
+            const __m256 an = _mm256_fmadd_ps(ab, ai, _mm256_mul_ps(ac, pn));                     \
+            _mm256_storeu_ps(A, _mm256_blendv_ps(ai, an, ok));                                    \
+        }                                                                                         \
+    } while (0)
+
+/* The loop around a body: 16 elements per iteration (one prefetch per line), then 8, then a padded tail. */
+#define AVX2_LOOP(NAME, BODY, EXTRA_CONSTS, AMS, AVG, WD)                                         \
+    TARGET_AVX2 static int64_t NAME(int64_t n, float *restrict p, const float *restrict g,        \
+                                    float *restrict m, float *restrict v, float *restrict vmax,   \
+                                    float *restrict avg, const scalars_t *s) {                    \
+        AVX2_COMMON_CONSTS;                                                                       \
+        EXTRA_CONSTS;                                                                             \
+        int64_t bad = 0, i = 0;                                                                   \
+        (void)vmax; (void)avg;                                                                    \
+        for (; i + 16 <= n; i += 16) {                                                            \
+            PREFETCH4(g, p, m, v, i);                                                             \
+            BODY(AMS, AVG, WD, p + i, g + i, m + i, v + i, vmax + i, avg + i);                    \
+            BODY(AMS, AVG, WD, p + i + 8, g + i + 8, m + i + 8, v + i + 8, vmax + i + 8,          \
+                 avg + i + 8);                                                                    \
+        }                                                                                         \
+        for (; i + 8 <= n; i += 8) BODY(AMS, AVG, WD, p + i, g + i, m + i, v + i, vmax + i, avg + i); \
+        if (i < n) {                                                                              \
+            float tp[8] = {0}, tg[8] = {0}, tm[8] = {0}, tv[8] = {0}, tvm[8] = {0}, ta[8] = {0};   \
+            const size_t bytes = (size_t)(n - i) * sizeof(float);                                 \
+            memcpy(tp, p + i, bytes); memcpy(tg, g + i, bytes);                                   \
+            memcpy(tm, m + i, bytes); memcpy(tv, v + i, bytes);                                   \
+            if (AMS) memcpy(tvm, vmax + i, bytes);                                                \
+            if (AVG) memcpy(ta, avg + i, bytes);                                                  \
+            BODY(AMS, AVG, WD, tp, tg, tm, tv, tvm, ta);                                          \
+            memcpy(p + i, tp, bytes); memcpy(m + i, tm, bytes); memcpy(v + i, tv, bytes);         \
+            if (AMS) memcpy(vmax + i, tvm, bytes);                                                \
+            if (AVG) memcpy(avg + i, ta, bytes);                                                  \
         }                                                                                         \
         return bad;                                                                               \
     }
 
-ADAM_LOOP(double, 0, 0)
-ADAM_LOOP(double, 0, 1)
-ADAM_LOOP(double, 1, 0)
-ADAM_LOOP(double, 1, 1)
-ADAMAX_LOOP(double, 0)
-ADAMAX_LOOP(double, 1)
+#define ADAM_AVX2_CONSTS                                                                          \
+    const __m256 c2 = _mm256_set1_ps((float)(1.0 - s->beta2));                                   \
+    const __m256 dscale = _mm256_set1_ps((float)s->denom_scale)
+#define ADAMAX_AVX2_CONSTS const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))
+#define ADAM_AVX2(AMS, AVG, WD) \
+    AVX2_LOOP(adam_avx2_##AMS##_##AVG##_##WD, ADAM_AVX2_BODY, ADAM_AVX2_CONSTS, AMS, AVG, WD)
+#define ADAMAX_AVX2(AVG, WD) \
+    AVX2_LOOP(adamax_avx2_##AVG##_##WD, ADAMAX_AVX2_BODY, ADAMAX_AVX2_CONSTS, 0, AVG, WD)
+#define ADAM_AVX2_WD(AMS, AVG) ADAM_AVX2(AMS, AVG, 0) ADAM_AVX2(AMS, AVG, 1) ADAM_AVX2(AMS, AVG, 2)
+ADAM_AVX2_WD(0, 0)
+ADAM_AVX2_WD(0, 1)
+ADAM_AVX2_WD(1, 0)
+ADAM_AVX2_WD(1, 1)
+ADAMAX_AVX2(0, 0)
+ADAMAX_AVX2(0, 1)
+ADAMAX_AVX2(0, 2)
+ADAMAX_AVX2(1, 0)
+ADAMAX_AVX2(1, 1)
+ADAMAX_AVX2(1, 2)
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-#include <immintrin.h>
+TARGET_AVX2 static int64_t roofline_avx2(int64_t n, float *restrict p, const float *restrict g,
+                                         float *restrict m, float *restrict v, float *restrict u1,
+                                         float *restrict u2, const scalars_t *s) {
+    (void)u1; (void)u2; (void)s;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        PREFETCH4(g, p, m, v, i);
+        for (int64_t j = i; j < i + 16; j += 8) {
+            const __m256 gi = _mm256_loadu_ps(g + j);
+            _mm256_storeu_ps(m + j, _mm256_add_ps(_mm256_loadu_ps(m + j), gi));
+            _mm256_storeu_ps(v + j, _mm256_add_ps(_mm256_loadu_ps(v + j), gi));
+            _mm256_storeu_ps(p + j, _mm256_sub_ps(_mm256_loadu_ps(p + j), gi));
+        }
+    }
+    for (; i < n; ++i) {
+        const float gi = g[i];
+        m[i] = m[i] + gi;
+        v[i] = v[i] + gi;
+        p[i] = p[i] - gi;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- AVX-512 F + DQ (16 lanes) */
+
+GENERIC_LOOPS(avx512, TARGET_AVX512, double)
+
 /*
  * fp32 Adam with AVX-512, 16 lanes; the tail goes through masked loads and stores, so every element takes
  * the same arithmetic wherever the thread split and the tensor ends fall (results never depend on the
@@ -174,22 +402,8 @@ ADAMAX_LOOP(double, 1)
  *    options it does not use.
  * WD: 0 no weight decay, 1 L2 (g + λθ), 2 decoupled (θ·(1 − αλ)).
  */
-/*
- * Software prefetch PREFETCH_AHEAD elements (2 KiB) ahead on the four streams, for reading (g) and for
- * writing (θ, m, v). Measured: +3-4% at 1e7 elements (partly in L3), nothing at 5e7 or in L2; the
- * roofline loop prefetches alike, so that it stays the speed limit. A prefetch past the end is harmless.
- */
-#define PREFETCH_AHEAD 512
-#define PREFETCH4(g, p, m, v, i)                                                                     \
-    do {                                                                                             \
-        __builtin_prefetch((g) + (i) + PREFETCH_AHEAD, 0, 3);                                        \
-        __builtin_prefetch((p) + (i) + PREFETCH_AHEAD, 1, 3);                                        \
-        __builtin_prefetch((m) + (i) + PREFETCH_AHEAD, 1, 3);                                        \
-        __builtin_prefetch((v) + (i) + PREFETCH_AHEAD, 1, 3);                                        \
-    } while (0)
-
 #define ADAM_AVX512(AMS, AVG, WD)                                                                    \
-    static int64_t adam_avx512_##AMS##_##AVG##_##WD(int64_t n, float *restrict p,                     \
+    TARGET_AVX512 static int64_t adam_avx512_##AMS##_##AVG##_##WD(int64_t n, float *restrict p,                     \
                                                     const float *restrict g, float *restrict m,       \
                                                     float *restrict v, float *restrict vmax,          \
                                                     float *restrict avg, const scalars_t *s) {        \
@@ -258,7 +472,7 @@ ADAM_AVX512_WD(1, 1)
 /* fp32 AdaMax with AVX-512, built as ADAM_AVX512: u = max(β2·u, |g_t| + ε), θ −= step·m/u (0 where u is
  * not positive), the division through the refined reciprocal. */
 #define ADAMAX_AVX512(AVG, WD)                                                                       \
-    static int64_t adamax_avx512_##AVG##_##WD(int64_t n, float *restrict p, const float *restrict g,  \
+    TARGET_AVX512 static int64_t adamax_avx512_##AVG##_##WD(int64_t n, float *restrict p, const float *restrict g,  \
                                               float *restrict m, float *restrict u,                  \
                                               float *restrict unused, float *restrict avg,           \
                                               const scalars_t *s) {                                  \
@@ -316,28 +530,11 @@ ADAMAX_AVX512(0, 2)
 ADAMAX_AVX512(1, 0)
 ADAMAX_AVX512(1, 1)
 ADAMAX_AVX512(1, 2)
-#define HAVE_ADAM_AVX512 1
-#else
-ADAM_LOOP(float, 0, 0)
-ADAM_LOOP(float, 0, 1)
-ADAM_LOOP(float, 1, 0)
-ADAM_LOOP(float, 1, 1)
-ADAMAX_LOOP(float, 0)
-ADAMAX_LOOP(float, 1)
-#endif
 
-typedef int64_t (*loop_f32)(int64_t, float *, const float *, float *, float *, float *, float *,
-                            const scalars_t *);
-typedef int64_t (*loop_f64)(int64_t, double *, const double *, double *, double *, double *, double *,
-                            const scalars_t *);
-
-/* The roofline's loop: Adam's memory pattern (read θ, g, m, v; write θ, m, v) with trivial arithmetic,
- * vectorised and prefetched as the AVX-512 steps are. */
-static int64_t roofline_loop(int64_t n, float *restrict p, const float *restrict g, float *restrict m,
-                             float *restrict v, float *restrict unused1, float *restrict unused2,
-                             const scalars_t *s) {
-    (void)unused1; (void)unused2; (void)s;
-#ifdef HAVE_ADAM_AVX512
+TARGET_AVX512 static int64_t roofline_avx512(int64_t n, float *restrict p, const float *restrict g,
+                                             float *restrict m, float *restrict v, float *restrict u1,
+                                             float *restrict u2, const scalars_t *s) {
+    (void)u1; (void)u2; (void)s;
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(n - i)) - 1u);
         PREFETCH4(g, p, m, v, i);
@@ -346,15 +543,95 @@ static int64_t roofline_loop(int64_t n, float *restrict p, const float *restrict
         _mm512_mask_storeu_ps(v + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, v + i), gi));
         _mm512_mask_storeu_ps(p + i, k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + i), gi));
     }
-#else
-    for (int64_t i = 0; i < n; ++i) {
-        const float gi = g[i];
-        m[i] = m[i] + gi;
-        v[i] = v[i] + gi;
-        p[i] = p[i] - gi;
-    }
+    return 0;
+}
+#endif /* ADAMLAB_X86 */
+
+
+/* ---------------------------------------------------------------- dispatch */
+
+typedef int64_t (*loop_f32)(int64_t, float *, const float *, float *, float *, float *, float *,
+                            const scalars_t *);
+typedef int64_t (*loop_f64)(int64_t, double *, const double *, double *, double *, double *, double *,
+                            const scalars_t *);
+
+/* One ISA's loops: adam[amsgrad·2 + averaging][weight-decay mode], adamax[averaging][weight-decay mode]. */
+typedef struct {
+    loop_f32 adam32[4][3], adamax32[2][3], roofline;
+    loop_f64 adam64[4], adamax64[2];
+} isa_loops_t;
+
+/* The generic loops take every weight-decay mode alike. */
+#define SAME3(f) {f, f, f}
+#define GENERIC_TABLE(ISA)                                                                          \
+    .adam64 = {adam_loop_##ISA##_double_0_0, adam_loop_##ISA##_double_0_1,                          \
+               adam_loop_##ISA##_double_1_0, adam_loop_##ISA##_double_1_1},                         \
+    .adamax64 = {adamax_loop_##ISA##_double_0, adamax_loop_##ISA##_double_1}
+#define WD3(prefix) {prefix##_0, prefix##_1, prefix##_2}
+
+static const isa_loops_t ISA_LOOPS[ISA_COUNT] = {
+    [ISA_SCALAR] = {
+        .adam32 = {SAME3(adam_loop_scalar_float_0_0), SAME3(adam_loop_scalar_float_0_1),
+                   SAME3(adam_loop_scalar_float_1_0), SAME3(adam_loop_scalar_float_1_1)},
+        .adamax32 = {SAME3(adamax_loop_scalar_float_0), SAME3(adamax_loop_scalar_float_1)},
+        .roofline = roofline_scalar,
+        GENERIC_TABLE(scalar),
+    },
+#ifdef ADAMLAB_X86
+    [ISA_AVX2] = {
+        .adam32 = {WD3(adam_avx2_0_0), WD3(adam_avx2_0_1), WD3(adam_avx2_1_0), WD3(adam_avx2_1_1)},
+        .adamax32 = {WD3(adamax_avx2_0), WD3(adamax_avx2_1)},
+        .roofline = roofline_avx2,
+        GENERIC_TABLE(avx2),
+    },
+    [ISA_AVX512] = {
+        .adam32 = {WD3(adam_avx512_0_0), WD3(adam_avx512_0_1), WD3(adam_avx512_1_0), WD3(adam_avx512_1_1)},
+        .adamax32 = {WD3(adamax_avx512_0), WD3(adamax_avx512_1)},
+        .roofline = roofline_avx512,
+        GENERIC_TABLE(avx512),
+    },
+#endif
+};
+
+/* Whether this CPU (and its OS, which must save the wider registers) can run an ISA's build. */
+int adamlab_isa_supported(int isa) {
+    if (isa == ISA_SCALAR) return 1;
+#ifdef ADAMLAB_X86
+    __builtin_cpu_init();
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512)
+        return adamlab_isa_supported(ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512dq");
 #endif
     return 0;
+}
+
+/* The best build this CPU runs. */
+static int best_isa(void) {
+    for (int isa = ISA_COUNT - 1; isa > 0; --isa)
+        if (adamlab_isa_supported(isa)) return isa;
+    return ISA_SCALAR;
+}
+
+static int current_isa = -1; /* -1: not chosen yet (the best, on first use) */
+
+/* The build in use: ISA_SCALAR (0), ISA_AVX2 (1) or ISA_AVX512 (2). */
+int adamlab_get_isa(void) {
+    int isa = __atomic_load_n(&current_isa, __ATOMIC_RELAXED);
+    if (isa < 0) {
+        isa = best_isa();
+        __atomic_store_n(&current_isa, isa, __ATOMIC_RELAXED);
+    }
+    return isa;
+}
+
+/* Choose the build: an ISA number, or -1 for the best this CPU runs. Returns the build now in use, or -1
+ * (nothing changed) if this CPU cannot run the one asked for. */
+int adamlab_set_isa(int isa) {
+    if (isa == -1) isa = best_isa();
+    if (isa < 0 || isa >= ISA_COUNT || !adamlab_isa_supported(isa)) return -1;
+    __atomic_store_n(&current_isa, isa, __ATOMIC_RELAXED);
+    return isa;
 }
 
 /* ---------------------------------------------------------------- multi-tensor driver */
@@ -509,34 +786,14 @@ static int64_t multi_step(int is_adamax, int is_double, int64_t n_tensors, const
     base.scalars = scalars;
     base.is_double = is_double;
     base.nonfinite = nonfinite;
-#ifdef HAVE_ADAM_AVX512
     int wd = hp[HP_WD] == 0.0 ? 0 : ((flags & FLAG_DECOUPLED) ? 2 : 1);
-#endif
+    const isa_loops_t *loops = &ISA_LOOPS[adamlab_get_isa()];
     if (is_adamax) {
-#ifdef HAVE_ADAM_AVX512
-        loop_f32 f32s[2][3] = {{adamax_avx512_0_0, adamax_avx512_0_1, adamax_avx512_0_2},
-                               {adamax_avx512_1_0, adamax_avx512_1_1, adamax_avx512_1_2}};
-        base.f32 = f32s[av][wd];
-#else
-        base.f32 = av ? adamax_loop_float_1 : adamax_loop_float_0;
-#endif
-        base.f64 = av ? adamax_loop_double_1 : adamax_loop_double_0;
+        base.f32 = loops->adamax32[av][wd];
+        base.f64 = loops->adamax64[av];
     } else {
-#ifdef HAVE_ADAM_AVX512
-        loop_f32 f32s[4][3] = {
-            {adam_avx512_0_0_0, adam_avx512_0_0_1, adam_avx512_0_0_2},
-            {adam_avx512_0_1_0, adam_avx512_0_1_1, adam_avx512_0_1_2},
-            {adam_avx512_1_0_0, adam_avx512_1_0_1, adam_avx512_1_0_2},
-            {adam_avx512_1_1_0, adam_avx512_1_1_1, adam_avx512_1_1_2},
-        };
-        base.f32 = f32s[ams * 2 + av][wd];
-#else
-        loop_f32 f32s[4] = {adam_loop_float_0_0, adam_loop_float_0_1, adam_loop_float_1_0, adam_loop_float_1_1};
-        base.f32 = f32s[ams * 2 + av];
-#endif
-        loop_f64 f64s[4] = {adam_loop_double_0_0, adam_loop_double_0_1, adam_loop_double_1_0,
-                            adam_loop_double_1_1};
-        base.f64 = f64s[ams * 2 + av];
+        base.f32 = loops->adam32[ams * 2 + av][wd];
+        base.f64 = loops->adam64[ams * 2 + av];
     }
     base.total = total;
     run_jobs(&base, nthreads);
@@ -575,7 +832,7 @@ void adamlab_roofline_multi(int64_t n_tensors, const int64_t *numel, void *const
     base.n_tensors = n_tensors;
     base.numel = numel;
     base.arrays[0] = p; base.arrays[1] = g; base.arrays[2] = m; base.arrays[3] = v;
-    base.f32 = roofline_loop;
+    base.f32 = ISA_LOOPS[adamlab_get_isa()].roofline;
     for (int64_t k = 0; k < n_tensors; ++k) base.total += numel[k];
     run_jobs(&base, nthreads);
 }

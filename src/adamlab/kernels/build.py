@@ -9,9 +9,15 @@ Threads: where torch runs on GNU libgomp (Linux wheels) and the compiler is GCC,
 own OpenMP thread pool. Otherwise (or with ``ADAMLAB_KERNEL_THREADS=pthreads``) it starts plain pthreads per
 step. :func:`threading_model` says which one is in use.
 
+Instruction sets: the library is built for the architecture's baseline (no ``-march``) and holds, beside the
+generic loops, builds of every loop for AVX2 + FMA and for AVX-512 (x86-64), made with the compiler's
+per-function target attribute from the same source; the fastest the CPU runs is chosen at load time, so one
+build is fast on every CPU of its architecture. ``ADAMLAB_ISA=scalar|avx2|avx512|auto`` (default auto) or
+:func:`set_isa` choose another (the tests and ``adamlab bench step --isa`` do); :func:`isa` says which is in use.
+
 The shared object is cached under ``$ADAMLAB_CACHE`` (default ``~/.cache/adamlab``), keyed by the source, the
-flags, the compiler and the CPU (it is built with ``-march=native``), and written atomically, so concurrent
-processes (DDP ranks) can build it at once. Set ``ADAMLAB_CC`` to choose the compiler.
+flags and the compiler, and written atomically, so concurrent processes (DDP ranks) can build it at once. Set
+``ADAMLAB_CC`` to choose the compiler.
 """
 
 from __future__ import annotations
@@ -20,20 +26,18 @@ import contextlib
 import ctypes
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SOURCE = Path(__file__).with_name("adam_kernels.c")
 FLAGS = [
     "-O3",
-    "-march=native",
-    "-mprefer-vector-width=512",
     "-fno-math-errno",
     "-fno-trapping-math",
     "-shared",
@@ -51,23 +55,42 @@ class KernelUnavailableError(RuntimeError):
     """The fused kernel could not be built or loaded here (no C compiler, or the build failed)."""
 
 
+class CacheNotWritableError(KernelUnavailableError):
+    """The kernel cache directory cannot be created or written (every build would fail alike)."""
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("ADAMLAB_CACHE", Path.home() / ".cache" / "adamlab")) / "kernels"
 
 
-def _cpu_signature() -> str:
+#: The kernel's instruction-set builds, by their number in adam_kernels.c (ISA_SCALAR, ISA_AVX2, ISA_AVX512).
+ISAS = ("scalar", "avx2", "avx512")
+#: What each build needs from the CPU (its /proc/cpuinfo flag names; "scalar": the architecture's baseline).
+ISA_NEEDS = {"scalar": (), "avx2": ("avx2", "fma"), "avx512": ("avx2", "fma", "avx512f", "avx512dq")}
+
+
+def cpu_features() -> list[str]:
+    """The CPU's SIMD features that matter here (from /proc/cpuinfo: SSE*/AVX*/FMA on x86, asimd/sve on ARM)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                return line
+                flags = line.split(":", 1)[1].split()
+                keep = ("sse", "ssse", "avx", "fma", "f16c", "asimd", "sve", "neon", "bf16", "fp16")
+                return sorted(f for f in flags if f.startswith(keep))
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return []
 
 
 def _compiler() -> str | None:
-    for name in (os.environ.get("ADAMLAB_CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
+    """The C compiler: $ADAMLAB_CC if set (an error if it names nothing runnable), else cc, gcc or clang."""
+    chosen = os.environ.get("ADAMLAB_CC")
+    if chosen:
+        if shutil.which(chosen) is None:
+            raise KernelUnavailableError(f"ADAMLAB_CC={chosen!r} is not an executable compiler on PATH")
+        return chosen
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
             return name
     return None
 
@@ -117,14 +140,27 @@ def _cached_build(stem: str, key_parts: list[bytes], command: list[str], what: s
     key = hashlib.sha256(b"\0".join(key_parts)).hexdigest()[:20]
     target = cache_dir() / f"{stem}-{key}.so"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(target.parent)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(target.parent)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise CacheNotWritableError(
+                f"cannot write the kernel cache directory {target.parent} ({reason}); set ADAMLAB_CACHE to a "
+                "writable directory"
+            ) from exc
         os.close(fd)
         try:
-            done = subprocess.run([*command, "-o", tmp], capture_output=True, text=True)
+            try:
+                done = subprocess.run([*command, "-o", tmp], capture_output=True, text=True)
+            except OSError as exc:
+                raise KernelUnavailableError(f"building {what}: cannot run {command[0]!r}: {exc}") from exc
             if done.returncode != 0:
-                raise KernelUnavailableError(f"building {what} failed:\n{done.stderr[-2000:]}")
+                output = (done.stderr or done.stdout).strip()[-2000:] or "no error output"
+                raise KernelUnavailableError(
+                    f"building {what} failed: {command[0]!r} exited with status {done.returncode}: {output}"
+                )
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -136,7 +172,7 @@ def _compile(cc: str, version: str, variant: str) -> Path:
     flags = [*FLAGS, *VARIANT_FLAGS[variant]]
     return _cached_build(
         f"adam_kernels-{variant}",
-        [SOURCE.read_bytes(), " ".join(flags).encode(), version.encode(), _cpu_signature().encode()],
+        [SOURCE.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode()],
         [cc, *flags, str(SOURCE), "-lm"],
         f"{SOURCE.name} with {cc}",
     )
@@ -153,6 +189,8 @@ def _build() -> tuple[ctypes.CDLL, str]:
             target = _compile(cc, version, variant)
             before = _libgomp_paths()
             lib = ctypes.CDLL(str(target))
+        except CacheNotWritableError:
+            raise  # the same for every variant
         except (OSError, KernelUnavailableError) as exc:
             errors.append(f"{variant}: {exc}")
             continue
@@ -163,7 +201,8 @@ def _build() -> tuple[ctypes.CDLL, str]:
             continue
         break
     else:
-        raise KernelUnavailableError("; ".join(errors))
+        reasons = {e.split(": ", 1)[1] for e in errors if ": " in e}
+        raise KernelUnavailableError(reasons.pop() if len(reasons) == 1 else "; ".join(errors))
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.adamlab_adam_step.restype = i64
     lib.adamlab_adam_step.argtypes = [i32, i64, p, p, p, p, p, p, p, p, p, i32, i32, p]
@@ -175,7 +214,61 @@ def _build() -> tuple[ctypes.CDLL, str]:
     lib.adamlab_roofline_multi.argtypes = [i64, p, p, p, p, p, i32]
     lib.adamlab_threading.restype = i32
     lib.adamlab_threading.argtypes = []
+    for name, args in (("adamlab_isa_supported", [i32]), ("adamlab_set_isa", [i32]), ("adamlab_get_isa", [])):
+        getattr(lib, name).restype = i32
+        getattr(lib, name).argtypes = args
+    try:
+        _apply_isa(lib, os.environ.get("ADAMLAB_ISA", "auto"), "ADAMLAB_ISA")
+    except ValueError as exc:
+        raise KernelUnavailableError(str(exc)) from exc
     return lib, variant
+
+
+def _isa_number(name: str, what: str) -> int:
+    if name == "auto":
+        return -1
+    if name not in ISAS:
+        raise ValueError(f"{what} must be one of auto, {', '.join(ISAS)}; got {name!r}")
+    return ISAS.index(name)
+
+
+def _apply_isa(lib: ctypes.CDLL, name: str, what: str) -> str:
+    """Select the instruction-set build ``name`` ("auto": the best this CPU runs) in ``lib``."""
+    number = _isa_number(name, what)
+    if lib.adamlab_set_isa(number) < 0:
+        runs = [isa for i, isa in enumerate(ISAS) if lib.adamlab_isa_supported(i)]
+        needs = " and ".join(f.upper() for f in ISA_NEEDS[name])
+        raise KernelUnavailableError(
+            f"{what}={name}: this CPU cannot run the {name} build (it needs {needs}); it runs {', '.join(runs)}"
+        )
+    return ISAS[lib.adamlab_get_isa()]
+
+
+def isa() -> str:
+    """The instruction-set build the kernel runs: "scalar", "avx2" or "avx512" (see the module docstring)."""
+    return ISAS[load().adamlab_get_isa()]
+
+
+def supported_isas() -> list[str]:
+    """The builds this CPU can run, slowest first ("scalar" always)."""
+    lib = load()
+    return [name for i, name in enumerate(ISAS) if lib.adamlab_isa_supported(i)]
+
+
+def set_isa(name: str) -> str:
+    """Run the kernel's ``name`` build from now on ("auto": the best this CPU runs); returns the build in
+    use. ValueError for an unknown name, KernelUnavailableError for a build this CPU cannot run."""
+    return _apply_isa(load(), name, "isa")
+
+
+@contextlib.contextmanager
+def using_isa(name: str) -> Iterator[str]:
+    """Run the kernel's ``name`` build inside the ``with`` block, then the one in use before."""
+    before = isa()
+    try:
+        yield set_isa(name)
+    finally:
+        set_isa(before)
 
 
 def load() -> ctypes.CDLL:
