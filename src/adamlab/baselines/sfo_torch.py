@@ -34,6 +34,8 @@ class ModuleObjective:
         loss: ``loss(outputs, targets)``, a mean over the minibatch (e.g. ``F.cross_entropy``).
         minibatches: ``[(inputs, targets), ...]``, one per subfunction; the reference of subfunction i is i.
         penalty: optional ``penalty(params) -> scalar`` added once to the full objective (e.g. L2).
+        generator: if given, passed to the model as ``model(inputs, generator)`` (the lab's models draw their
+            dropout masks from it).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class ModuleObjective:
         loss: Loss,
         minibatches: Sequence[tuple[torch.Tensor, torch.Tensor]],
         penalty: Penalty | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -54,6 +57,7 @@ class ModuleObjective:
             if not (isinstance(b, (tuple, list)) and len(b) == 2 and len(b[0]) == len(b[1]) and len(b[0]) > 0):
                 raise ValueError(f"minibatches[{i}] must be a non-empty (inputs, targets) pair of equal length")
         self.model, self.loss, self.penalty, self.minibatches = model, loss, penalty, batches
+        self.generator = generator
         self.names = [name for name, p in model.named_parameters() if p.requires_grad]
         params = dict(model.named_parameters())
         self.shapes = [params[n].shape for n in self.names]
@@ -87,7 +91,8 @@ class ModuleObjective:
     def __call__(self, theta: NDArray[np.float64], ref: Any) -> tuple[float, NDArray[np.float64]]:
         inputs, targets = self.minibatches[int(ref)]
         params = self.unflatten(theta, requires_grad=True)
-        out = torch.func.functional_call(self.model, params, (inputs,))
+        args = (inputs,) if self.generator is None else (inputs, self.generator)
+        out = torch.func.functional_call(self.model, params, args)
         value = self.loss(out, targets) * (len(inputs) / self.total)
         if self.penalty is not None:
             value = value + self.penalty(params) / len(self.minibatches)
@@ -101,7 +106,8 @@ def module_objective(
     loss: Loss,
     minibatches: Sequence[tuple[torch.Tensor, torch.Tensor]],
     penalty: Penalty | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[ModuleObjective, NDArray[np.float64], list[int]]:
     """``(f_df, theta0, references)`` ready for ``SFO(f_df, theta0, references)``."""
-    objective = ModuleObjective(model, loss, minibatches, penalty)
+    objective = ModuleObjective(model, loss, minibatches, penalty, generator)
     return objective, objective.theta0(), objective.references
