@@ -104,3 +104,80 @@ def test_unknown_layout_or_contender_is_refused():
         bench.run_step_benchmark(quick=True, layouts=["nope"], progress=False)
     with pytest.raises(ValueError, match="unknown contender"):
         bench.run_step_benchmark(quick=True, contenders=["nope"], progress=False)
+
+
+def test_run_records_the_cpu_and_the_verified_build(quick_run):
+    machine = quick_run["machine"]
+    assert machine["kernel_isa_requested"] == "auto"
+    assert machine["kernel_isa"] == build.supported_isas()[-1]  # auto: the best this CPU runs
+    assert machine["kernel_isas_supported"] == build.supported_isas()
+    assert machine["cpu_features"] == build.cpu_features()
+    assert set(machine["kernel_isa_verified"]) == {
+        "Adam",
+        "Adam amsgrad+decoupled wd+averaging",
+        "AdaMax",
+        "AdaMax L2 wd",
+    }
+    assert all(0 <= e < 1e-4 for e in machine["kernel_isa_verified"].values())
+    assert f"kernel build: {machine['kernel_isa']}" in bench.format_table(quick_run)
+
+
+@pytest.mark.parametrize("isa", build.ISAS)
+def test_isa_option_runs_that_build(isa, monkeypatch):
+    """``--isa X`` verifies and times build X (every adamlab step in the run goes through it), then restores
+    the build in use; a build this CPU cannot run is refused up front."""
+    if isa not in build.supported_isas():
+        with pytest.raises(ValueError, match=f"cannot run the {isa} build"):
+            bench.run_step_benchmark(quick=True, isa=isa, progress=False)
+        return
+    seen = []
+    real_step = bench._contenders()["adamlab Adam"]
+
+    def spy(ps):
+        opt = real_step(ps)
+        step = opt.step
+
+        def wrapped(*args, **kwargs):
+            seen.append(build.isa())
+            return step(*args, **kwargs)
+
+        opt.step = wrapped
+        return opt
+
+    monkeypatch.setattr(bench, "_contenders", lambda: {**dict.fromkeys(["adamlab Adam"], spy)})
+    before = build.isa()
+    result = bench.run_step_benchmark(
+        quick=True,
+        isa=isa,
+        layouts=["small"],
+        threads=(1,),
+        contenders=["adamlab Adam"],
+        repeats=1,
+        memory=False,
+        progress=False,
+    )
+    assert result["machine"]["kernel_isa"] == isa
+    assert seen and set(seen) == {isa}
+    assert build.isa() == before
+
+
+def test_verify_build_catches_a_wrong_kernel(monkeypatch):
+    """The pre-timing check fails when the fused path computes something else (here: its lr doubled)."""
+    import adamlab
+
+    assert max(bench.verify_build(build.isa()).values()) < 1e-5
+    real = adamlab.Adam.__init__
+
+    def doubled(self, params, lr=1e-3, *args, impl="auto", **kwargs):
+        real(self, params, lr * (2 if impl == "fused" else 1), *args, impl=impl, **kwargs)
+
+    monkeypatch.setattr(adamlab.Adam, "__init__", doubled)
+    with pytest.raises(RuntimeError, match="disagrees with the reference path on Adam"):
+        bench.verify_build(build.isa())
+
+
+def test_isa_option_refuses_a_build_the_cpu_cannot_run(monkeypatch, capsys):
+    monkeypatch.setattr(build, "supported_isas", lambda: ["scalar"])
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--isa", "avx2"])
+    assert "--isa avx2: this CPU cannot run that build; it runs scalar (or auto)" in capsys.readouterr().err

@@ -32,6 +32,12 @@ Peak extra memory: one more step of each contender under ``torch.profiler`` with
 The fused kernel allocates only its per-tensor scalars in C
 (72 bytes a tensor), which neither probe sees.
 
+Instruction sets: the kernel holds a build for each (scalar, AVX2 + FMA, AVX-512; see adamlab.kernels.build);
+``--isa`` runs the adamlab contenders and the rooflines on a given build (default ``auto``, the best this CPU
+runs), so that an AVX-512 machine measures the AVX2 build too. Before timing, the build is checked against
+the reference path (:func:`verify_build`); a build that disagrees is not timed. The JSON records the CPU
+model, its SIMD features and the build used.
+
 Run ``adamlab bench step`` (or ``python -m adamlab.bench``); ``--quick`` runs tiny sizes in seconds.
 """
 
@@ -223,9 +229,62 @@ def _time_steps(step: Callable[[], Any], count: int) -> list[float]:
     return times
 
 
+#: Sizes of the verification problem: every tail of a 16- and an 8-lane loop, and a multi-chunk tensor.
+VERIFY_SIZES = (1, 7, 9, 17, 31, 4099, 70_001)
+
+
+def verify_build(isa: str, steps: int = 3) -> dict[str, float]:
+    """Check the kernel's ``isa`` build against the reference path before it is timed: Adam and AdaMax
+    (defaults, and AMSGrad with decoupled weight decay and averaging), ``steps`` steps on float32 tensors of
+    ``VERIFY_SIZES`` against the reference path in float64 from the same start. Returns the largest
+    difference per check; raises RuntimeError if one exceeds float32 rounding (2e-6 + 2e-5·|x|)."""
+    import adamlab
+    from adamlab.kernels import build
+
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(n, generator=gen) for n in VERIFY_SIZES]
+    grads = [[torch.randn(n, generator=gen) for n in VERIFY_SIZES] for _ in range(steps)]
+    checks: dict[str, tuple[type, dict[str, Any]]] = {
+        "Adam": (adamlab.Adam, {}),
+        "Adam amsgrad+decoupled wd+averaging": (
+            adamlab.Adam,
+            {"amsgrad": True, "weight_decay": 0.1, "decoupled_weight_decay": True, "averaging": True},
+        ),
+        "AdaMax": (adamlab.AdaMax, {}),
+        "AdaMax L2 wd": (adamlab.AdaMax, {"weight_decay": 0.1}),
+    }
+
+    def run(cls: type, options: dict[str, Any], impl: str, dtype: torch.dtype) -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(p.to(dtype, copy=True)) for p in start]
+        opt = cls(params, lr=1e-2, impl=impl, **options)
+        for gs in grads:
+            for p, g in zip(params, gs):
+                p.grad = g.to(dtype, copy=True)
+            opt.step()
+        out = [p.detach().double() for p in params]
+        for p in params:
+            out += [t.double() for k, t in opt.state[p].items() if k != "step" and torch.is_tensor(t)]
+        return out
+
+    errors: dict[str, float] = {}
+    with build.using_isa(isa):
+        for name, (cls, options) in checks.items():
+            got = run(cls, options, "fused", torch.float32)
+            want = run(cls, options, "reference", torch.float64)
+            excess = max(float(((a - b).abs() - 2e-5 * b.abs()).max()) for a, b in zip(got, want))
+            errors[name] = max(float((a - b).abs().max()) for a, b in zip(got, want))
+            if excess > 2e-6:
+                raise RuntimeError(
+                    f"the kernel's {isa} build disagrees with the reference path on {name}: "
+                    f"largest difference {errors[name]:.3g}; not timing it"
+                )
+    return errors
+
+
 def run_step_benchmark(
     *,
     quick: bool = False,
+    isa: str = "auto",
     threads: Sequence[int] = (1, 2),
     layouts: Sequence[str] | None = None,
     repeats: int | None = None,
@@ -239,8 +298,10 @@ def run_step_benchmark(
 
     ``repeats`` is the number of round-robin rounds (default 15, or 2 with ``quick``); in each round a
     contender takes enough steps to fill about ``round_seconds`` (default 0.1 s; 0.005 s with ``quick``),
-    at least one. Returns (and, with ``out``, writes as JSON) a dict with ``layouts``, ``results`` (one
-    row per layout × threads × contender) and ``targets`` (the issue's goals, checked on this run).
+    at least one. ``isa`` is the kernel build the adamlab contenders and the rooflines run ("auto": the best
+    this CPU runs); it is verified against the reference path first. Returns (and, with ``out``, writes as
+    JSON) a dict with ``layouts``, ``results`` (one row per layout × threads × contender) and ``targets``
+    (the issue's goals, checked on this run).
     """
     table = QUICK_LAYOUTS if quick else LAYOUTS
     layout_names = list(table) if layouts is None else list(layouts)
@@ -258,18 +319,37 @@ def run_step_benchmark(
 
     from adamlab.kernels import build
 
+    if isa != "auto" and isa not in build.ISAS:
+        raise ValueError(f"unknown isa {isa!r}; choose from auto, {', '.join(build.ISAS)}")
+    if isa != "auto" and isa not in build.supported_isas():
+        raise ValueError(
+            f"this CPU cannot run the {isa} build (it needs {', '.join(build.ISA_NEEDS[isa])}); "
+            f"it runs {', '.join(build.supported_isas())}"
+        )
+    saved_isa = build.isa()
+    used_isa = build.set_isa(isa)
+    build.set_isa(saved_isa)
+    say(f"[bench] verifying the kernel's {used_isa} build against the reference path")
+    verified = verify_build(used_isa)
+
     result: dict[str, Any] = {
         "schema": 1,
         "quick": quick,
         "machine": {
             "platform": platform.platform(),
             "processor": _cpu_model(),
+            "cpu_features": build.cpu_features(),
             "cpus": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "python": platform.python_version(),
             "torch": torch.__version__,
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "kernel_flags": " ".join(build.FLAGS),
             "kernel_threads": build.threading_model(),
+            "kernel_isa": used_isa,
+            "kernel_isa_requested": isa,
+            "kernel_isas_supported": build.supported_isas(),
+            "kernel_isa_verified": verified,
             "step_bridge": "ready" if build.bridge(wait=True) is not None else f"unavailable: {build.bridge_error()}",
         },
         "method": {
@@ -284,6 +364,7 @@ def run_step_benchmark(
     }
     saved_threads = torch.get_num_threads()
     started = time.perf_counter()
+    build.set_isa(used_isa)
     try:
         for layout in layout_names:
             description, sizes = table[layout]
@@ -343,6 +424,8 @@ def run_step_benchmark(
             del steppers, params
     finally:
         torch.set_num_threads(saved_threads)
+        build.set_isa(saved_isa)
+    result["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     _add_ratios(result["results"])
     result["targets"] = check_targets(result)
     result["seconds"] = time.perf_counter() - started
@@ -466,7 +549,13 @@ def _bytes(n: int | None) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """A Markdown table per layout × thread count, then the targets."""
-    lines: list[str] = []
+    machine = result["machine"]
+    lines: list[str] = [
+        f"CPU: {machine['processor']}; kernel build: {machine.get('kernel_isa', '?')} "
+        f"(this CPU runs {', '.join(machine.get('kernel_isas_supported', []))}); "
+        f"load average before/after: {_load(machine.get('load_average'))} / {_load(machine.get('load_average_after'))}",
+        "",
+    ]
     for layout, info in result["layouts"].items():
         for nthreads in sorted({r["threads"] for r in result["results"] if r["layout"] == layout}):
             rows = [r for r in result["results"] if r["layout"] == layout and r["threads"] == nthreads]
@@ -502,6 +591,10 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _load(value: list[float] | None) -> str:
+    return "?" if not value else f"{value[0]:.1f}"
+
+
 def _target_value(field: str, value: float) -> str:
     if field == "vs_torch_fused":
         return f"{value:.2f}×"
@@ -525,6 +618,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``adamlab bench step``."""
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (a smoke test)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
+    parser.add_argument(
+        "--isa",
+        default="auto",
+        choices=["auto", "scalar", "avx2", "avx512"],
+        help="the kernel's instruction-set build to run (default auto: the best this CPU runs)",
+    )
     parser.add_argument("--layouts", nargs="+", default=None, choices=sorted(LAYOUTS), help="layouts (default: all)")
     parser.add_argument("--repeats", type=int, default=None, help="round-robin rounds (default 15; quick 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -539,8 +638,20 @@ def run_cli(args: argparse.Namespace, parser: argparse.ArgumentParser | None = N
         if parser is not None:
             parser.error(message)
         raise SystemExit(message)
+    try:
+        from adamlab.kernels import build
+
+        runnable = build.supported_isas()
+    except build.KernelUnavailableError as exc:
+        raise SystemExit(f"adamlab bench step needs the fused kernel, which cannot be built here: {exc}") from exc
+    if args.isa != "auto" and args.isa not in runnable:
+        message = f"--isa {args.isa}: this CPU cannot run that build; it runs {', '.join(runnable)} (or auto)"
+        if parser is not None:
+            parser.error(message)
+        raise SystemExit(message)
     result = run_step_benchmark(
         quick=args.quick,
+        isa=args.isa,
         threads=tuple(args.threads),
         layouts=args.layouts,
         repeats=args.repeats,
