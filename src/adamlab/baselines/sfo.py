@@ -178,7 +178,9 @@ class SFO:
         self._initial_step = initial_step if initial_step is not None else 0.01 * max(float(np.linalg.norm(x0)), 1.0)
 
         kb = self.subspace_max + 1  # one spare column: expand, then collapse
-        self.P = np.zeros((m, kb))  # orthonormal basis of the subspace (eqs. 6–9); the only M-sized store
+        # orthonormal basis of the subspace (eqs. 6–9), the only M-sized store; column-major, so that P[:, :K]
+        # is contiguous and P.T @ v runs as one BLAS call without a copy
+        self.P = np.zeros((m, kb), order="F")
         self.K = 0
         self.pos = np.zeros((n, kb))  # x^{τ_i} in subspace coordinates
         self.grad = np.zeros((n, kb))  # f_i'(x^{τ_i})
@@ -198,8 +200,7 @@ class SFO:
         self.history: dict[str, list[float]] = {"passes": [], "loss": [], "seconds": []}
         self._seconds = 0.0
         self._cycle = 0
-        self._expand(x0)
-        self.x[: self.K] = self.P[:, : self.K].T @ x0
+        self.x[: self.K] = self._expand(x0)
         for _ in range(min(active0, n)):
             start = time.perf_counter()
             self._activate()
@@ -298,20 +299,26 @@ class SFO:
         self.evaluations += 1
         if not (math.isfinite(value) and np.all(np.isfinite(g))):
             raise FloatingPointError(f"f_df returned a non-finite loss or gradient for subfunction {j}")
-        self._expand(g)
-        return value, self.P[:, : self.K].T @ g
+        return value, self._expand(g)
 
-    def _expand(self, v: Array) -> None:
-        """Eqs. 7–8: append the part of v orthogonal to the subspace (orthogonalised twice for stability)."""
+    def _expand(self, v: Array) -> Array:
+        """Eqs. 7–8: append the part of v orthogonal to the subspace; return v's coordinates in the (possibly
+        grown) basis. Orthogonalised a second time when the first pass cancelled much of v ("twice is
+        enough", Parlett 1980), for an orthonormal P to rounding error."""
+        basis = self.P[:, : self.K]
+        coords = basis.T @ v
         norm = float(np.linalg.norm(v))
         if self.K >= self.M or norm == 0.0:
-            return
-        basis = self.P[:, : self.K]
-        q = v - basis @ (basis.T @ v)
-        q -= basis @ (basis.T @ q)
+            return coords
+        q = v - basis @ coords
         qn = float(np.linalg.norm(q))
+        if qn < 0.7 * norm:
+            again = basis.T @ q
+            q -= basis @ again
+            coords += again
+            qn = float(np.linalg.norm(q))
         if qn <= 1e-10 * norm:
-            return
+            return coords
         k = self.K
         self.P[:, k] = q / qn
         for a in (self.pos, self.grad, self.x):
@@ -322,6 +329,7 @@ class SFO:
         self.H[:, :, k] = 0.0
         self.H[:, k, k] = self.beta  # βI's entry on the new direction: BFGS never touched it
         self.K = k + 1
+        return np.append(coords, qn)
 
     def _collapse(self) -> None:
         """Eq. 9: the subspace becomes orth[latest gradients, latest positions] (plus x); project everything."""
