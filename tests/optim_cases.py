@@ -53,7 +53,7 @@ ADAMAX_OPTIONS: list[dict] = [
 CASES = [("Adam", adamlab.Adam, anp.Adam, o) for o in ADAM_OPTIONS] + [
     ("AdaMax", adamlab.AdaMax, anp.AdaMax, o) for o in ADAMAX_OPTIONS
 ]
-IMPLS = ("reference", "fused")
+IMPLS = ("reference", "foreach", "fused")
 
 
 def case_id(case) -> str:

@@ -64,6 +64,11 @@ def adam_hat_step(lr: float, beta1: float, beta2: float, t: int | float, lr_deca
     return step_size(lr, t, lr_decay) * math.sqrt(bias_correction(beta2, t)) / bias_correction(beta1, t)
 
 
+def averaging_beta(beta2: float, averaging_beta: float | None) -> float:
+    """β̄ of the temporal average θ̄ (§7.2): the given ``averaging_beta``, else β2 (the paper's choice)."""
+    return beta2 if averaging_beta is None else averaging_beta
+
+
 def average_correction(beta: float, t: int | float) -> float:
     """1/(1 − β^t): turns the temporal average θ̄_t into the bias-corrected θ̂_t of §7.2."""
     return 1.0 / bias_correction(beta, t)

@@ -1,7 +1,9 @@
 """Call the fused C kernel for a list of CPU tensors of one dtype (see ``adam_kernels.c``).
 
-The caller (``adamlab.optim.base``) has checked that every tensor is a dense, contiguous CPU tensor of one
-floating dtype (float32 or float64) and that each step counter is a float32 CPU scalar tensor.
+The caller (``adamlab.functional`` or ``adamlab.optim.base``) has checked that every tensor is a dense,
+contiguous CPU tensor of one floating dtype (float32 or float64) and that each step counter is a float32 CPU
+scalar tensor (:func:`why_not_fused` says why one is not). The kernel's options come from the hyper-parameter
+type (``adamlab.hyperparameters``: ``hp.flags`` and ``hp.kernel_array()``).
 """
 
 from __future__ import annotations
@@ -9,62 +11,42 @@ from __future__ import annotations
 import ctypes
 import operator
 from array import array
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from adamlab.kernels import build
 
-FLAG_MAXIMIZE = 1
-FLAG_DECOUPLED = 2
-FLAG_BIAS_CORRECTION = 4
-FLAG_EPS_HAT = 8
-FLAG_LR_SQRT = 16
-FLAG_AMSGRAD = 32
-FLAG_AVERAGING = 64
-FLAG_BETA1_DECAY = 128
-
 FUSED_DTYPES = (torch.float32, torch.float64)
 
 
-def group_flags(group: dict) -> int:
-    """The kernel's option bits for one param group."""
-    flags = 0
-    if group["maximize"]:
-        flags |= FLAG_MAXIMIZE
-    if group["decoupled_weight_decay"]:
-        flags |= FLAG_DECOUPLED
-    if group["bias_correction"]:
-        flags |= FLAG_BIAS_CORRECTION
-    if group.get("eps_mode", "paper") == "hat":
-        flags |= FLAG_EPS_HAT
-    if group["lr_decay"] == "sqrt":
-        flags |= FLAG_LR_SQRT
-    if group.get("amsgrad", False):
-        flags |= FLAG_AMSGRAD
-    if group["averaging"]:
-        flags |= FLAG_AVERAGING
-    if group["beta1_decay"] is not None:
-        flags |= FLAG_BETA1_DECAY
-    return flags
-
-
-def group_hyperparameters(group: dict) -> array:
-    """lr, β1, β2, ε, weight decay, λ (β1 decay), averaging β: the kernel's HP_* order."""
-    beta1, beta2 = group["betas"]
-    lam = group["beta1_decay"]
-    avg_beta = group["averaging_beta"]
-    return array(
-        "d",
-        (
-            group["lr"],
-            beta1,
-            beta2,
-            group["eps"],
-            group["weight_decay"],
-            1.0 if lam is None else lam,
-            beta2 if avg_beta is None else avg_beta,
-        ),
+def is_plain(t: torch.Tensor) -> bool:
+    """A dense, contiguous CPU tensor that is not a tensor subclass (DTensor, …): what the kernel can take."""
+    return (
+        t.is_cpu and t.layout == torch.strided and t.is_contiguous() and type(t) in (torch.Tensor, torch.nn.Parameter)
     )
+
+
+def why_not_fused(p: torch.Tensor, grad: torch.Tensor, state: dict, keys: Sequence[str]) -> str | None:
+    """None if the kernel can step this parameter; else what it lacks, in words (for impl="fused"'s error)."""
+    if p.dtype not in FUSED_DTYPES:
+        return f"is {p.dtype} (the kernel takes float32 and float64)"
+    if not p.is_cpu:
+        return f"is on {p.device} (the kernel runs on the CPU)"
+    if type(p) not in (torch.Tensor, torch.nn.Parameter):
+        return f"is a {type(p).__name__}"
+    named = [("the parameter", p), ("its gradient", grad), *((f"its state {k!r}", state[k]) for k in keys)]
+    for name, t in named:
+        if t.layout != torch.strided:
+            return f"has {name} in layout {t.layout}"
+        if not t.is_contiguous():
+            channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+            kind = "channels_last" if channels_last else "non-contiguous"
+            return f"has {name} {kind} (strides {t.stride()}); the kernel needs contiguous tensors"
+        if t.dtype != p.dtype or not t.is_cpu or not is_plain(t):
+            return f"has {name} of dtype {t.dtype} on {t.device} ({type(t).__name__}), unlike the parameter"
+    return None
 
 
 def _address(a: array | None) -> int | None:
@@ -82,68 +64,86 @@ class FusedPlan:
 
     Gathering and checking ~200 tensors in Python costs more per step than the arithmetic of a small model,
     so the plan keeps what does not change between steps (the parameters', states' and step counters'
-    addresses, their sizes) and each step re-checks only cheaply: the same parameters have gradients, the
-    parameters still own the same memory and size (``p.data = …`` changes them), the state tensors are the
-    same objects, and every gradient is dense and contiguous. :meth:`fast_step` has the C++ bridge
-    (``bridge.cpp``) do these checks, where it is built; :meth:`matches` and :meth:`step` do them in Python.
-    Anything else makes the caller rebuild the plan. (A state dict replaced as a whole, ``opt.state[p] = {…}``,
-    is not seen: replace state through ``load_state_dict``, which drops every plan.) The plan holds references
-    to every tensor it points to, so no address in it can dangle. Gradients' addresses are read every step
-    (``zero_grad(set_to_none=True)`` gives new gradient tensors).
+    addresses, their sizes) and :meth:`try_step` re-checks, every step, only what may have changed: the plan's
+    state keys are the hyper-parameters' (amsgrad and averaging decide which arrays the kernel touches); the
+    same parameters have gradients; they still own the same memory, size and dtype (``p.data = …`` changes
+    them); the state tensors are the same objects; every gradient is a dense contiguous CPU tensor of the
+    parameter's dtype and size. :meth:`try_step` is the one place that decides whether the plan still holds:
+    the C++ bridge (``bridge.cpp``) does these checks where it is built, :meth:`matches` and
+    :meth:`_gradients_fit` do the same ones in Python otherwise (or when the plan covers only the parameters
+    that have a gradient). (A state dict replaced as a whole, ``opt.state[p] = {…}``, is not seen: replace state
+    through ``load_state_dict``, which drops every plan.) The plan holds references to every tensor it points
+    to, so no address in it can dangle. Gradients' addresses are read every step (``zero_grad(set_to_none=True)``
+    gives new gradient tensors).
     """
 
-    def __init__(self, algorithm: str, keys: list[str], params: list[torch.Tensor], states: list[dict]) -> None:
+    def __init__(self, algorithm: str, keys: Sequence[str], params: list[torch.Tensor], states: list[dict]) -> None:
         self.algorithm = algorithm
-        self.keys = keys  # first moment, second moment[, max_exp_avg_sq][, param_avg]
+        self.keys = tuple(keys)  # first moment, second moment[, max_exp_avg_sq][, param_avg]
         self.params = params
         self.states = states
         self.checked_keys = [*keys, "step"]
         self.state_tensors = [[s[k] for s in states] for k in self.checked_keys]
         self.param_ptrs = _pointers(params)
         self.numel = array("q", [p.numel() for p in params])
-        self.is_double = int(params[0].dtype == torch.float64)
+        self.dtype = params[0].dtype
+        self.is_double = int(self.dtype == torch.float64)
         self.state_ptrs = [_pointers(ts) for ts in self.state_tensors]
         self.nonfinite = array("q", bytes(8 * len(params)))
         self.grad_ptrs = array("Q", bytes(8 * len(params)))  # filled by the bridge
         self.bridge_args: tuple | None = None
 
+    def try_step(self, group_params: list[torch.Tensor], hp: Any) -> array | None:
+        """Step if the plan still holds for the group's parameters ``group_params`` and ``hp``; else None and
+        nothing done (the caller rebuilds). Returns the number of non-finite gradient entries per tensor (their
+        coordinates were left unchanged)."""
+        if self.keys != hp.state_keys:
+            return None
+        bridge = build.bridge()
+        if bridge is not None:
+            args = self.bridge_args or self._bridge_args()
+            bad = bridge.step(group_params, *args, hp.kernel_array(), hp.flags, torch.get_num_threads())
+            if bad >= 0:
+                return self.nonfinite
+        # In Python: also where the plan covers only the parameters that have a gradient (the bridge refuses).
+        grads = [p.grad for p in group_params]
+        params = group_params
+        if any(g is None for g in grads):  # (not `None in`: that compares tensors with ==)
+            params = [p for p in group_params if p.grad is not None]
+            grads = [p.grad for p in params]
+        if not self.matches(params) or not self._gradients_fit(grads):  # type: ignore[arg-type]
+            return None
+        self._run(hp, array("Q", map(torch.Tensor.data_ptr, grads)))  # type: ignore[arg-type]
+        return self.nonfinite
+
     def matches(self, params: list[torch.Tensor]) -> bool:
-        """Whether the plan still describes ``params`` (those of the group that have a gradient) and their
-        state. Every check iterates in C (``map``), not in Python frames: this runs on every step."""
+        """Whether the plan still describes ``params`` and their state (the Python half of :meth:`try_step`).
+        Every check iterates in C (``map``), not in Python frames: this runs on every step."""
         if len(params) != len(self.params) or not all(map(operator.is_, params, self.params)):
             return False
         if _pointers(params) != self.param_ptrs or array("q", map(torch.Tensor.numel, params)) != self.numel:
             return False  # new storage (``p.data = …``), or a view of another size on the old one
+        if not all(p.dtype == self.dtype and is_plain(p) for p in params):
+            return False
         for key, tensors in zip(self.checked_keys, self.state_tensors):
             if not all(map(operator.is_, map(operator.itemgetter(key), self.states), tensors)):
                 return False
         return True
 
-    def step(self, group: dict, grads: list[torch.Tensor]) -> array | None:
-        """Run one step; None (nothing done) if a gradient is not dense and contiguous. Returns the number of
-        non-finite gradient entries per tensor (their coordinates were left unchanged)."""
+    def _gradients_fit(self, grads: list[torch.Tensor]) -> bool:
+        """Every gradient dense, contiguous, on the CPU, of the plan's dtype and its parameter's size."""
         try:
-            if not all(map(torch.Tensor.is_contiguous, grads)):  # raises for sparse and other layouts
-                return None
-        except (RuntimeError, NotImplementedError):
-            return None
-        self._run(group, array("Q", map(torch.Tensor.data_ptr, grads)))
-        return self.nonfinite
+            return all(g.dtype == self.dtype and is_plain(g) for g in grads) and (
+                array("q", map(torch.Tensor.numel, grads)) == self.numel
+            )
+        except (RuntimeError, NotImplementedError):  # is_contiguous raises for sparse and other layouts
+            return False
 
-    def fast_step(self, group: dict) -> int | None:
-        """:meth:`matches` and :meth:`step` at once, in one call of the C++ bridge (``bridge.cpp``), when it
-        is built: its checks, then the kernel. Returns the number of non-finite gradient entries of the step
-        (per tensor in ``self.nonfinite``), or None: nothing was done (the bridge is not available, the plan no
-        longer describes the group, or a gradient is missing or not one the kernel takes; the caller's general
-        path decides)."""
-        bridge = build.bridge()
-        if bridge is None:
-            return None
-        args = self.bridge_args or self._bridge_args()
-        bad = bridge.step(
-            group["params"], *args, group_hyperparameters(group), group_flags(group), torch.get_num_threads()
-        )
-        return bad if bad >= 0 else None
+    def step(self, hp: Any, grads: list[torch.Tensor]) -> array:
+        """Run one step over the plan's parameters with ``grads`` (checked by the caller); the number of
+        non-finite gradient entries per tensor."""
+        self._run(hp, array("Q", map(torch.Tensor.data_ptr, grads)))
+        return self.nonfinite
 
     def _bridge_args(self) -> tuple:
         """The bridge's arguments that stay fixed while the plan holds (see ``step`` in bridge.cpp)."""
@@ -167,7 +167,7 @@ class FusedPlan:
 
     def _state_arrays(self) -> tuple[int, int, int, int, int]:
         """Addresses of the pointer arrays of m, v (u), v_max, θ̄ and the step counters; 0 for v_max and θ̄
-        where the plan's keys (the group's amsgrad and averaging) have none."""
+        where the plan's keys (amsgrad and averaging) have none."""
         address = dict(zip(self.checked_keys, (_address(a) or 0 for a in self.state_ptrs)))
         first, second = self.keys[:2]
         return (
@@ -178,7 +178,7 @@ class FusedPlan:
             address["step"],
         )
 
-    def _run(self, group: dict, grad_ptrs: array) -> int:
+    def _run(self, hp: Any, grad_ptrs: array) -> int:
         """Call the kernel; returns the total number of non-finite gradient entries (per tensor in
         ``self.nonfinite``)."""
         lib = build.load()
@@ -192,8 +192,8 @@ class FusedPlan:
             m,
             v,
         )
-        hp = group_hyperparameters(group)
-        tail = (steps, _address(hp), group_flags(group), torch.get_num_threads(), _address(self.nonfinite))
+        values = hp.kernel_array()
+        tail = (steps, _address(values), hp.flags, torch.get_num_threads(), _address(self.nonfinite))
         if self.algorithm == "adam":
             return lib.adamlab_adam_step(*common, vmax, avg, *tail)
         return lib.adamlab_adamax_step(*common, avg, *tail)

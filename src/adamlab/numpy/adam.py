@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from adamlab import formulas as F
-from adamlab.validation import check_hyperparameters
+from adamlab.hyperparameters import AdaMaxHyperparameters, AdamHyperparameters
 
 _FLOATS = (np.float32, np.float64)
 
@@ -54,39 +55,15 @@ class AdaMaxState:
 
 
 class _Base:
-    def __init__(
-        self,
-        lr: float,
-        betas: tuple[float, float],
-        eps: float,
-        weight_decay: float,
-        *,
-        maximize: bool,
-        decoupled_weight_decay: bool,
-        bias_correction: bool,
-        lr_decay: str | None,
-        beta1_decay: float | None,
-        averaging: bool,
-        averaging_beta: float | None,
-        eps_mode: str = "paper",
-    ) -> None:
-        check_hyperparameters(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            eps_mode=eps_mode,
-            lr_decay=lr_decay,
-            beta1_decay=beta1_decay,
-            averaging_beta=averaging_beta,
-        )
-        self.lr, self.eps, self.weight_decay = float(lr), float(eps), float(weight_decay)
-        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        self.maximize, self.decoupled_weight_decay = bool(maximize), bool(decoupled_weight_decay)
-        self.bias_correction, self.eps_mode = bool(bias_correction), eps_mode
-        self.lr_decay, self.beta1_decay = lr_decay, beta1_decay
-        self.averaging = bool(averaging)
-        self.averaging_beta = self.beta2 if averaging_beta is None else float(averaging_beta)
+    """Options (one :mod:`adamlab.hyperparameters` type per algorithm: defaults and checks) and the steps
+    Adam and AdaMax share. Every option is readable as an attribute (``opt.lr``, ``opt.beta1``, …)."""
+
+    hp: AdamHyperparameters | AdaMaxHyperparameters
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "hp":
+            raise AttributeError(name)
+        return getattr(self.hp, name)
 
     def _gradient(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
         """g_t: the gradient of the objective (negated under ``maximize``) plus the L2 term λ·θ, if coupled."""
@@ -108,7 +85,7 @@ class _Base:
         if not self.averaging:
             return None
         assert theta_avg is not None
-        b = self.averaging_beta
+        b = self.hp.average_beta
         return b * theta_avg + (1.0 - b) * theta
 
     def averaged(self, state: AdamState | AdaMaxState) -> np.ndarray:
@@ -117,7 +94,7 @@ class _Base:
             raise ValueError("averaged() needs an optimizer built with averaging=True")
         if state.t == 0:
             raise ValueError("averaged() is undefined before the first step (t = 0)")
-        return state.theta_avg * F.average_correction(self.averaging_beta, state.t)
+        return state.theta_avg * F.average_correction(self.hp.average_beta, state.t)
 
 
 class Adam(_Base):
@@ -144,31 +121,13 @@ class Adam(_Base):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        bias_correction: bool = True,
-        eps_mode: str = "paper",
-        lr_decay: str | None = None,
-        beta1_decay: float | None = None,
-        averaging: bool = False,
-        averaging_beta: float | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay,
-            bias_correction=bias_correction,
-            lr_decay=lr_decay,
-            beta1_decay=beta1_decay,
-            averaging=averaging,
-            averaging_beta=averaging_beta,
-            eps_mode=eps_mode,
+        """The options of :class:`adamlab.hyperparameters.AdamHyperparameters` (keyword-only after amsgrad)."""
+        AdamHyperparameters.check_options(options, "adamlab.numpy.Adam()")
+        self.hp = AdamHyperparameters(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, **options
         )
-        self.amsgrad = bool(amsgrad)
 
     def init(self, theta: np.ndarray) -> AdamState:
         """m_0 = 0, v_0 = 0, t = 0 (and v_max,0 = 0, θ̄_0 = 0 where used)."""
@@ -230,28 +189,12 @@ class AdaMax(_Base):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 0.0,
         weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        bias_correction: bool = True,
-        lr_decay: str | None = None,
-        beta1_decay: float | None = None,
-        averaging: bool = False,
-        averaging_beta: float | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay,
-            bias_correction=bias_correction,
-            lr_decay=lr_decay,
-            beta1_decay=beta1_decay,
-            averaging=averaging,
-            averaging_beta=averaging_beta,
-        )
+        """The options of :class:`adamlab.hyperparameters.AdaMaxHyperparameters` (keyword-only after
+        weight_decay)."""
+        AdaMaxHyperparameters.check_options(options, "adamlab.numpy.AdaMax()")
+        self.hp = AdaMaxHyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **options)
 
     def init(self, theta: np.ndarray) -> AdaMaxState:
         """m_0 = 0, u_0 = 0, t = 0."""

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from adamlab.optim import reference
-from adamlab.optim.base import AdamFamily, bias_corrected_moments, torch_compat_impl
+from adamlab.hyperparameters import AdamHyperparameters
+from adamlab.optim.base import AdamFamily, bias_corrected_moments
 
 
 class Adam(AdamFamily):
@@ -32,9 +32,11 @@ class Adam(AdamFamily):
     α_t = α (``lr``), or α/√t with ``lr_decay="sqrt"`` (the convergence theory's schedule, §4); ``lr`` may
     be changed by torch's LR schedulers as usual. The two ε forms agree when ε̂ = ε·√(1 − β2^t).
 
-    Args:
+    Args (every option is a field of :class:`adamlab.hyperparameters.AdamHyperparameters`, which checks it;
+    those after ``amsgrad`` are keyword-only):
         params: parameters or param groups (each group may override every option below).
-        lr: α (default 1e-3). betas: (β1, β2), each in [0, 1) (default (0.9, 0.999)).
+        lr: α (default 1e-3; a number or a one-element tensor). betas: (β1, β2), each in [0, 1) (default
+            (0.9, 0.999); two numbers or two one-element tensors).
         eps: ε ≥ 0 (default 1e-8); ε̂ under ``eps_mode="hat"``.
         weight_decay: λ_wd ≥ 0, added to the gradient (L2) or, with ``decoupled_weight_decay``, AdamW's.
         amsgrad: keep the running maximum of v (state ``max_exp_avg_sq``).
@@ -42,9 +44,15 @@ class Adam(AdamFamily):
             with momentum, Figure 4). eps_mode: "paper" or "hat". lr_decay: None or "sqrt".
         beta1_decay: λ in (0, 1] or None. averaging: keep θ̄ (state ``param_avg``); evaluate with
             :meth:`averaged_parameters`. averaging_beta: β̄ in [0, 1), default β2.
-        impl: "auto" (fused CPU kernel where it applies, the reference path elsewhere), "fused" (raise where
-            it does not apply), or "reference". ``foreach``/``fused``/``capturable``/``differentiable`` are
-            accepted for compatibility with torch.optim (``fused=True`` means ``impl="fused"``).
+        impl: "auto" (per tensor: the fused CPU kernel where it applies; on CUDA/MPS/XPU torch's fused Adam
+            where its semantics are adamlab's, else adamlab's foreach path; the reference path elsewhere),
+            "fused" (raise where the kernel does not apply; bfloat16/float16 take the reference path),
+            "foreach" or "reference". torch.optim's switches work as there: ``fused=True`` means
+            ``impl="fused"``, ``foreach=True`` ``impl="foreach"``; ``differentiable=True`` steps on the
+            reference path with autograd recording (parameters that require grad must then be non-leaf
+            tensors, as in torch). ``capturable=True`` is refused.
+
+    Complex parameters step as real views (each θ = a + ib as the pair (a, b)), as torch.optim does.
 
     State per parameter, named as torch.optim names it so checkpoints move both ways: ``step`` (float32
     scalar tensor), ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (amsgrad), ``param_avg``
@@ -62,52 +70,35 @@ class Adam(AdamFamily):
         >>> loss.backward(); opt.step(); opt.zero_grad()
     """
 
-    algorithm = "adam"
-    moment_keys = ("exp_avg", "exp_avg_sq")
+    hyperparameters = AdamHyperparameters
 
     def __init__(
         self,
         params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        bias_correction: bool = True,
-        eps_mode: str = "paper",
-        lr_decay: str | None = None,
-        beta1_decay: float | None = None,
-        averaging: bool = False,
-        averaging_beta: float | None = None,
         impl: str = "auto",
         foreach: bool | None = None,
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        **options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=bool(amsgrad),
-            maximize=bool(maximize),
-            decoupled_weight_decay=bool(decoupled_weight_decay),
-            bias_correction=bool(bias_correction),
-            eps_mode=eps_mode,
-            lr_decay=lr_decay,
-            beta1_decay=beta1_decay,
-            averaging=bool(averaging),
-            averaging_beta=averaging_beta,
-            impl=torch_compat_impl(impl, foreach, fused, capturable, differentiable),
+        explicit = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        super().__init__(
+            params,
+            explicit,
+            options,
+            impl=impl,
+            foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
         )
-        super().__init__(params, defaults)
-
-    def _reference_step(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> int:
-        return reference.adam_step(p, grad, state, group)
 
     def _effective_ratio(self, state: dict[str, Any], group: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         second = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"

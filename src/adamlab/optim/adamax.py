@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from adamlab.optim import reference
-from adamlab.optim.base import AdamFamily, bias_corrected_moments, torch_compat_impl
+from adamlab.hyperparameters import AdaMaxHyperparameters
+from adamlab.optim.base import AdamFamily, bias_corrected_moments
 
 
 class AdaMax(AdamFamily):
@@ -36,47 +36,34 @@ class AdaMax(AdamFamily):
         >>> w.pow(2).sum().backward(); opt.step()
     """
 
-    algorithm = "adamax"
-    moment_keys = ("exp_avg", "exp_inf")
+    hyperparameters = AdaMaxHyperparameters
 
     def __init__(
         self,
         params: Any,
-        lr: float = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        lr: float | torch.Tensor = 2e-3,
+        betas: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] = (0.9, 0.999),
         eps: float = 0.0,
         weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        bias_correction: bool = True,
-        lr_decay: str | None = None,
-        beta1_decay: float | None = None,
-        averaging: bool = False,
-        averaging_beta: float | None = None,
-        impl: str = "auto",
         foreach: bool | None = None,
+        *,
+        impl: str = "auto",
+        fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        **options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=bool(maximize),
-            decoupled_weight_decay=bool(decoupled_weight_decay),
-            bias_correction=bool(bias_correction),
-            lr_decay=lr_decay,
-            beta1_decay=beta1_decay,
-            averaging=bool(averaging),
-            averaging_beta=averaging_beta,
-            impl=torch_compat_impl(impl, foreach, None, capturable, differentiable),
+        explicit = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(
+            params,
+            explicit,
+            options,
+            impl=impl,
+            foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
         )
-        super().__init__(params, defaults)
-
-    def _reference_step(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> int:
-        return reference.adamax_step(p, grad, state, group)
 
     def _effective_ratio(self, state: dict[str, Any], group: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         m_hat, u, _ = bias_corrected_moments(state, group, "exp_avg", "exp_inf", correct_second=False)

@@ -1,11 +1,12 @@
-"""What Adam and AdaMax share as torch optimizers: options, state, dispatch to the fused kernel or the
-reference path, non-finite gradients, temporal averaging (§7.2) and diagnostics (§2.1)."""
+"""What Adam and AdaMax share as torch optimizers: they gather each param group's tensors, keep their state,
+cache the fused plan and report non-finite gradients; the update itself is ``adamlab.functional``'s, with the
+options of the group's hyper-parameter type (``adamlab.hyperparameters``). Also temporal averaging (§7.2) and
+the §2.1 diagnostics."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from itertools import chain
@@ -16,117 +17,59 @@ from torch.autograd.profiler import record_function
 from torch.optim import Optimizer
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
+from adamlab import dtensor, functional
 from adamlab import formulas as F
 from adamlab.kernels import build
-from adamlab.kernels.fused import FUSED_DTYPES, FusedPlan
-from adamlab.validation import check_hyperparameters
+from adamlab.kernels.fused import FusedPlan, why_not_fused
 
-IMPLS = ("auto", "fused", "reference")
+#: The class's ``impl`` choices: "auto" picks per tensor (see ``AdamFamily._route``).
+IMPLS = ("auto", "fused", "foreach", "reference")
+#: State keys other optimizers keep, to say whose state was loaded into an adamlab optimizer.
+_FOREIGN_STATE = {
+    "momentum_buffer": "SGD's",
+    "exp_inf": "AdaMax's (torch.optim.Adamax's)",
+    "exp_avg_sq": "Adam's",
+    "square_avg": "RMSprop's or Adadelta's",
+    "sum": "Adagrad's",
+}
+#: Parameter dtypes the fused kernel does not take (yet) but impl="fused" accepts: they take the reference path.
+_ROUTED_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def torch_compat_impl(
     impl: str, foreach: bool | None, fused: bool | None, capturable: bool, differentiable: bool
 ) -> str:
-    """Map torch.optim's implementation switches onto ``impl``, so code written for torch runs unchanged."""
-    if capturable or differentiable:
-        raise ValueError("capturable=True and differentiable=True are not supported by adamlab's optimizers")
+    """Map torch.optim's implementation switches onto ``impl``, so code written for torch runs unchanged:
+    ``fused=True`` is ``impl="fused"``, ``foreach=True`` is ``impl="foreach"``; ``differentiable=True`` steps
+    on the reference path with autograd recording."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if capturable:
+        raise ValueError("capturable=True (CUDA graph capture) is not supported by adamlab's optimizers")
+    if fused and foreach:
+        raise RuntimeError("fused=True and foreach=True cannot both be set; choose one implementation")
+    if differentiable and (fused or impl == "fused"):
+        raise RuntimeError("differentiable=True steps on the reference path; it cannot be combined with fused")
     if fused:
-        if impl == "reference":
-            raise ValueError("fused=True contradicts impl='reference'")
+        if impl not in ("auto", "fused"):
+            raise ValueError(f"fused=True contradicts impl={impl!r}")
         return "fused"
-    del foreach  # the fused kernel is already multi-tensor; foreach has nothing to choose
+    if foreach:
+        if impl not in ("auto", "foreach"):
+            raise ValueError(f"foreach=True contradicts impl={impl!r}")
+        return "foreach"
     return impl
 
 
-def _is_plain(t: torch.Tensor) -> bool:
-    """A dense, contiguous CPU tensor that is not a tensor subclass (DTensor, …)."""
-    return (
-        t.is_cpu and t.layout == torch.strided and t.is_contiguous() and type(t) in (torch.Tensor, torch.nn.Parameter)
-    )
-
-
-def _grad(p: torch.Tensor) -> torch.Tensor:
-    """p.grad, known to be set (for the type checker)."""
-    assert p.grad is not None
-    return p.grad
+def _nonfinite_report(index: int, members: list[torch.Tensor], counts: Any, params: list[torch.Tensor]) -> list[str]:
+    """Name each parameter that had non-finite gradient entries (for the FloatingPointError)."""
+    return [
+        f"parameter {_position(params, p)} of param group {index} ({c} entries)" for p, c in zip(members, counts) if c
+    ]
 
 
 def _position(params: list[torch.Tensor], p: torch.Tensor) -> int:
     return next(i for i, q in enumerate(params) if q is p)
-
-
-def _nonfinite_report(index: int, members: Any, counts: Any, params: list[torch.Tensor]) -> list[str]:
-    """Name each parameter that had non-finite gradient entries (for the FloatingPointError)."""
-    return [
-        f"parameter {_position(params, p)} of param group {index} ({c} entries)"
-        for (_, p), c in zip(members, counts)
-        if c
-    ]
-
-
-# ---------------------------------------------------------------------- distributed support (docs/distributed.md)
-# FSDP2 (and tensor parallelism) hand the optimizer DTensors. The update is element-wise, so when a parameter,
-# its gradient and its state tensors are DTensors laid out alike (same mesh, placements and shape, none of them
-# a pending reduction), stepping each rank's local shards is the global step: the fused kernel (or, with
-# impl="reference", the reference path) takes the local tensors. Other DTensors take the reference path as
-# DTensors.
-
-
-def _dtensor_class() -> type | None:
-    """DTensor, if torch.distributed.tensor was imported (no DTensor can exist otherwise); importing it here
-    would cost every ``import adamlab`` a second."""
-    return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
-
-
-def _local_shards(
-    p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], keys: list[str]
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]] | None:
-    """The local tensors of a DTensor parameter, its gradient and its state, if the element-wise update may run
-    on them; None otherwise (not a DTensor, layouts differ, or a Partial placement)."""
-    dtensor = _dtensor_class()
-    if dtensor is None or not isinstance(p, dtensor):
-        return None
-    tensors = [grad, *(state[k] for k in keys)]
-    layout = (p.device_mesh, tuple(p.placements), p.shape)  # type: ignore[attr-defined]
-    if any(pl.is_partial() for pl in p.placements) or not all(  # type: ignore[attr-defined]
-        isinstance(t, dtensor) and (t.device_mesh, tuple(t.placements), t.shape) == layout  # type: ignore[attr-defined]
-        for t in tensors
-    ):
-        return None
-    local_p, local_g, *local_state = (t.to_local() for t in (p, *tensors))  # type: ignore[attr-defined]
-    return local_p, local_g, dict(zip(keys, local_state))
-
-
-def _sum_over_shards(params: list[torch.Tensor], counts: Any) -> list[int]:
-    """Each rank counted the non-finite gradient entries of its own shards: sum the counts over the mesh
-    dimensions the parameters are sharded on, so that every rank reports (and raises) alike. One small
-    all-reduce per mesh layout and sharded dimension. (DTensor's own ``int()`` of a sum gives the local count.)"""
-    import torch.distributed as dist
-
-    totals = list(counts)
-    layouts: dict[tuple[Any, ...], list[int]] = {}
-    for i, p in enumerate(params):
-        layouts.setdefault((p.device_mesh, tuple(p.placements)), []).append(i)  # type: ignore[attr-defined]
-    for (mesh, placements), indices in layouts.items():
-        sharded = [dim for dim, pl in enumerate(placements) if pl.is_shard()]
-        if not sharded:
-            continue
-        local = torch.tensor([totals[i] for i in indices], dtype=torch.int64)
-        for dim in sharded:
-            dist.all_reduce(local, group=mesh.get_group(dim))
-        for i, total in zip(indices, local.tolist()):
-            totals[i] = total
-    return totals
-
-
-def _gathered(state: dict[str, Any]) -> dict[str, Any]:
-    """The state with every DTensor gathered in full (a collective: every rank must call)."""
-    dtensor = _dtensor_class()
-    if dtensor is None:
-        return state
-    return {k: v.full_tensor() if isinstance(v, dtensor) else v for k, v in state.items()}  # type: ignore[attr-defined]
 
 
 def _hooked_step(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -164,19 +107,45 @@ def _hooked_step(step: Callable[..., Any]) -> Callable[..., Any]:
 class AdamFamily(Optimizer):
     """Base of :class:`adamlab.Adam` and :class:`adamlab.AdaMax` (not for direct use)."""
 
-    algorithm: ClassVar[str]
-    #: State keys, as torch.optim names them: first moment, second moment (v or u).
-    moment_keys: ClassVar[tuple[str, str]]
+    #: The algorithm's hyper-parameter type (``adamlab.hyperparameters``): options, defaults, checks.
+    hyperparameters: ClassVar[Any]
 
-    def _reference_step(self, p: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> int:
-        """One reference-path step for one tensor; returns the number of non-finite gradient entries."""
-        raise NotImplementedError
-
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        params: Any,
+        explicit: dict[str, Any],
+        options: dict[str, Any],
+        *,
+        impl: str,
+        foreach: bool | None,
+        fused: bool | None,
+        capturable: bool,
+        differentiable: bool,
+    ) -> None:
+        """``explicit``: the options torch's signature names (lr, betas, …); ``options``: adamlab's further
+        keyword options (any field of the hyper-parameter type)."""
+        hp_type = self.hyperparameters
+        hp_type.check_options(options, f"{type(self).__name__}()")
+        defaults: dict[str, Any] = {name: getattr(hp_type(), name) for name in hp_type.option_names()}
+        defaults.update(explicit)
+        defaults.update(options)
+        defaults["impl"] = torch_compat_impl(impl, foreach, fused, capturable, differentiable)
+        defaults["differentiable"] = bool(differentiable)
+        # torch's fused=True steps what torch's own fused Adam takes (any strided floating CPU tensor): what the
+        # kernel cannot take goes to the reference path. impl="fused" alone is strict: it raises, saying why.
+        defaults["fused"] = fused
         self._check_group(defaults)  # fail on bad options before anything else (also checked per group)
         if defaults["impl"] == "fused":
             self._require_kernel()
         super().__init__(params, defaults)
+
+    @property
+    def algorithm(self) -> str:
+        return self.hyperparameters.algorithm
+
+    @property
+    def moment_keys(self) -> tuple[str, str]:
+        return self.hyperparameters.moment_keys
 
     # ------------------------------------------------------------------ groups and state
 
@@ -186,11 +155,10 @@ class AdamFamily(Optimizer):
         group = self.param_groups[-1]
         try:
             for i, p in enumerate(group["params"]):
-                if not p.is_floating_point():
-                    kind = "complex" if p.is_complex() else "integer"
+                if not (p.is_floating_point() or p.is_complex()):
                     raise TypeError(
-                        f"{type(self).__name__} optimizes real floating-point parameters; parameter {i} of "
-                        f"param group {len(self.param_groups) - 1} is {kind} ({p.dtype})"
+                        f"{type(self).__name__} optimizes floating-point (or complex) parameters; parameter {i} of "
+                        f"param group {len(self.param_groups) - 1} is {p.dtype}"
                     )
             self._check_group(group)
         except (TypeError, ValueError):
@@ -199,43 +167,53 @@ class AdamFamily(Optimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError/TypeError naming the first bad option of a param group (or of the defaults)."""
-        check_hyperparameters(
-            lr=group["lr"],
-            betas=group["betas"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            eps_mode=group.get("eps_mode", "paper"),
-            lr_decay=group["lr_decay"],
-            beta1_decay=group["beta1_decay"],
-            averaging_beta=group["averaging_beta"],
-        )
+        self.hyperparameters.from_group(group)
         if group["impl"] not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {group['impl']!r}")
+
+    def _hyperparameters(self, index: int, group: dict[str, Any]) -> Any:
+        """The group's hyper-parameters, rebuilt (and checked) only when one of its options changed (an LR
+        scheduler sets a new ``lr`` object)."""
+        cache: dict[int, tuple[tuple, Any]] = self.__dict__.setdefault("_hp_cache", {})  # index -> (values, hp)
+        values = tuple(map(group.get, self.hyperparameters.option_names()))
+        cached = cache.get(index)
+        if cached is not None and all(map(_same, cached[0], values)):
+            return cached[1]
+        hp = self.hyperparameters.from_group(group)
+        cache[index] = (values, hp)
+        return hp
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._plans = {}
+        self._hp_cache: dict[int, tuple[tuple, Any]] = {}
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                group.setdefault(key, value)  # a state_dict from an older version lacks the newer options
             for p in group["params"]:
                 p_state = self.state.get(p)
                 if p_state and "step" in p_state:
                     # One float32 CPU counter per parameter, as torch.optim keeps it (exact to 2**24 steps).
                     p_state["step"] = torch.as_tensor(p_state["step"], dtype=torch.float32, device="cpu")
 
-    def _init_state(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        for key in self._state_keys(group):
-            state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _state_keys(self, group: dict[str, Any]) -> list[str]:
-        keys = list(self.moment_keys)
-        if group.get("amsgrad", False):
-            keys.append("max_exp_avg_sq")
-        if group["averaging"]:
-            keys.append("param_avg")
-        return keys
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, refusing (before changing anything) a state made by another
+        optimizer: the error names the state keys loaded and the ones this optimizer keeps."""
+        expected = set(self.moment_keys) | {"step"}
+        for key, p_state in state_dict.get("state", {}).items():
+            if not isinstance(p_state, dict) or not p_state:
+                continue
+            missing = sorted(expected - set(p_state))
+            if missing:
+                whose = {_FOREIGN_STATE[k] for k in p_state if k in _FOREIGN_STATE and k not in expected}
+                guess = f" (this looks like {', '.join(sorted(whose))} state)" if whose else ""
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: the state of parameter {key} has keys "
+                    f"{sorted(p_state)}{guess}, but {type(self).__name__} keeps {sorted(expected)} (missing "
+                    f"{missing}). Load a state_dict saved by {type(self).__name__} (or torch.optim."
+                    f"{'Adam' if self.algorithm == 'adam' else 'Adamax'})."
+                )
+        super().load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ the step
 
@@ -262,9 +240,7 @@ class AdamFamily(Optimizer):
         except build.KernelUnavailableError as exc:
             raise RuntimeError(f"impl='fused' needs the fused CPU kernel, which is unavailable: {exc}") from exc
 
-    def _use_kernel(self, impl: str) -> bool:
-        if impl == "reference":
-            return False
+    def _kernel_available(self, impl: str) -> bool:
         if build.available():
             return True
         if impl == "fused":
@@ -274,149 +250,152 @@ class AdamFamily(Optimizer):
                 "adamlab: the fused CPU kernel could not be built (no C compiler?); using the slower reference "
                 "path. Set impl='reference' to silence this.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             self._warned_no_kernel = True
         return False
 
     def _step_group(self, index: int, group: dict[str, Any]) -> list[str]:
-        # This runs every step. The common case (a cached plan that still describes the group) takes the C++
-        # bridge's checks, else a few C-level passes over the tensors in Python.
+        # This runs every step. The common case, a cached plan that still holds, is one call of
+        # FusedPlan.try_step (the one place that decides whether it holds).
+        hp = self._hyperparameters(index, group)
         plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
-        plan = plans.get(index)
-        # The plan's state keys must be the group's (amsgrad/averaging decide which arrays the kernel touches).
-        if plan is not None and plan.keys != self._state_keys(group):
-            plan = None
-        if plan is not None and group["impl"] != "reference":
-            bad = plan.fast_step(group)
-            if bad == 0:
-                return []
-            if bad is not None:
-                return _nonfinite_report(index, enumerate(plan.params), plan.nonfinite, group["params"])
-        all_grads = [p.grad for p in group["params"]]
-        if any(g is None for g in all_grads):  # (not `None in`: that compares tensors with ==)
-            params = [p for p, g in zip(group["params"], all_grads) if g is not None]
-            grads = [g for g in all_grads if g is not None]
-        else:
-            params, grads = group["params"], all_grads
+        plan = plans.pop(index, None)
+        if plan is not None and group["impl"] in ("auto", "fused") and not group["differentiable"]:
+            counts = plan.try_step(group["params"], hp)
+            if counts is not None:
+                plans[index] = plan
+                return _nonfinite_report(index, plan.params, counts, group["params"]) if any(counts) else []
+        params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return []
-        use_kernel = self._use_kernel(group["impl"])
-        if use_kernel and plan is not None and plan.matches(params):
-            counts = plan.step(group, grads)  # the kernel alone: no autograd
-            if counts is not None:
-                if not any(counts):
-                    return []
-                return _nonfinite_report(index, enumerate(plan.params), counts, group["params"])
-        plans.pop(index, None)
-        with torch.no_grad():
-            return self._step_group_slow(index, group, params, use_kernel)
+        with torch.set_grad_enabled(group["differentiable"]):  # autograd through the step only if asked
+            return self._step_general(index, group, hp, params)
 
-    def _step_group_slow(
-        self, index: int, group: dict[str, Any], params: list[torch.Tensor], use_kernel: bool
-    ) -> list[str]:
-        """Check every tensor, initialise new state, then step: the fused kernel for each dtype bucket of
-        plain CPU float32/float64 tensors, the reference path for the rest. Caches a plan when the whole
-        group went to the kernel as one bucket."""
-        state_keys = self._state_keys(group)
-        state_of = self.state
-        buckets: dict[torch.dtype, list[torch.Tensor]] = {}
-        # distributed: DTensor parameters stepped on their local shards (parameter, its local tensors)
-        shards: dict[torch.dtype, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]]] = {}
-        reference: list[torch.Tensor] = []
-        reference_shards: dict[int, tuple[torch.Tensor, torch.Tensor, dict]] = {}  # distributed: id(p) -> locals
+    def _route(
+        self,
+        impl: str,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict,
+        hp: Any,
+        *,
+        lenient: bool = False,
+        differentiable: bool = False,
+    ) -> str:
+        """Which implementation steps this tensor: "fused" (adamlab's kernel: plain float32/float64 CPU
+        tensors), "torch" (torch's fused Adam on CUDA/MPS/XPU where its semantics are adamlab's), "foreach"
+        (every adamlab option on those devices) or "reference" (anything else: other dtypes, ``meta``,
+        DTensors that are not sharded alike)."""
+        if impl in ("reference", "foreach") or differentiable:
+            return "reference" if differentiable else impl
+        why = why_not_fused(p, grad, state, hp.state_keys)
+        if impl == "fused":
+            if why is None and hp.in_kernel:
+                return "fused"
+            if p.device.type == "cpu" and (p.dtype in _ROUTED_DTYPES or (lenient and p.layout == torch.strided)):
+                return "reference"  # the kernel has no bf16/fp16 loops yet; fused=True as torch's
+            return "raise"
+        if why is None and hp.in_kernel and self._kernel_available(impl):
+            return "fused"
+        dtensor_type = dtensor.dtensor_class()
+        if p.device.type in ("cpu", "meta") or (dtensor_type is not None and isinstance(p, dtensor_type)):
+            return "reference"
+        return "torch" if functional.torch_supports(hp, [p]) else "foreach"
+
+    def _step_general(self, index: int, group: dict[str, Any], hp: Any, params: list[torch.Tensor]) -> list[str]:
+        """Check every tensor, initialise new state, send each tensor to its implementation (``_route``), step;
+        caches a plan when the whole group went to the kernel as one bucket of plain tensors."""
+        name, keys, impl = type(self).__name__, hp.state_keys, group["impl"]
+        where = functools.partial(_where, group["params"], index)
+        routes: dict[tuple[str, torch.dtype], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]]] = {}
+        plain = True  # every tensor stepped as itself (no real views, no local shards)
         for p in params:
-            grad = _grad(p)
+            grad = p.grad
+            assert grad is not None
             if grad.is_sparse:
                 raise TypeError(
-                    f"{type(self).__name__} does not support sparse gradients (parameter "
-                    f"{_position(group['params'], p)} of param group {index}); use torch.optim.SparseAdam, "
-                    "or a dense embedding"
+                    f"{name} does not support sparse gradients ({where(p)}); use torch.optim.SparseAdam, or a "
+                    "dense embedding"
                 )
-            state = state_of[p]
+            state = self.state[p]
             if not state:
-                self._init_state(p, group, state)
-            missing = [k for k in state_keys if k not in state]
+                if impl == "fused" and not p.is_complex() and dtensor.dtensor_class() is None:
+                    self._refuse_unfused(p, grad, {}, (), hp, where)  # before any state exists
+                state.update(functional.init_state(p, hp))
+            missing = [k for k in keys if k not in state]
             if missing:
                 raise RuntimeError(
-                    f"{type(self).__name__}: parameter {_position(group['params'], p)} of param group {index} has "
-                    f"no {', '.join(missing)} in its state: amsgrad or averaging was switched on after its first "
-                    "step. Set these options before the first step (or load a state that has them)."
+                    f"{name}: {where(p)} has no {', '.join(missing)} in its state: amsgrad or averaging was switched "
+                    "on after its first step. Set these options before the first step (or load a state that has them)."
                 )
-            wrong = [k for k in state_keys if state[k].shape != p.shape]
+            wrong = [k for k in keys if state[k].shape != p.shape]
             if wrong:
                 raise RuntimeError(
-                    f"{type(self).__name__}: parameter {_position(group['params'], p)} of param group {index} has "
-                    f"shape {tuple(p.shape)} but its state {wrong[0]!r} has shape {tuple(state[wrong[0]].shape)} "
-                    "(was p.data given another shape?). Reset its state (del opt.state[p]) or restore the shape."
+                    f"{name}: {where(p)} has shape {tuple(p.shape)} but its state {wrong[0]!r} has shape "
+                    f"{tuple(state[wrong[0]].shape)} (was p.data given another shape?). Reset its state "
+                    "(del opt.state[p]) or restore the shape."
                 )
-            local = _local_shards(p, grad, state, state_keys)  # distributed
-            if (
-                use_kernel
-                and local is not None
-                and p.dtype in FUSED_DTYPES
-                and grad.dtype == p.dtype
-                and _is_plain(local[0])
-                and _is_plain(local[1])
-                and all(_is_plain(t) and t.dtype == p.dtype for t in local[2].values())
-            ):
-                shards.setdefault(p.dtype, []).append((p, *local))
-            elif (
-                use_kernel
-                and p.dtype in FUSED_DTYPES
-                and grad.dtype == p.dtype
-                and _is_plain(p)
-                and _is_plain(grad)
-                and all(_is_plain(state[k]) and state[k].dtype == p.dtype for k in state_keys)
-            ):
-                buckets.setdefault(p.dtype, []).append(p)
-            else:
-                if group["impl"] == "fused":
-                    raise RuntimeError(
-                        "impl='fused' needs dense contiguous float32/float64 CPU tensors; parameter "
-                        f"{_position(group['params'], p)} of param group {index} is {p.dtype} on {p.device} "
-                        f"({type(p).__name__}). Use impl='auto'."
-                    )
-                reference.append(p)
-                if local is not None:
-                    reference_shards[id(p)] = local
+            local = dtensor.local_shards(p, grad, state, keys)
+            lp, lg, ls = (local[0], local[1], {**local[2], "step": state["step"]}) if local else (p, grad, state)
+            if lp.is_complex():  # complex parameters step as real views (θ = a + ib as (a, b)), as torch does
+                lp, lg = torch.view_as_real(lp), torch.view_as_real(lg)
+                ls = {k: torch.view_as_real(v) if k != "step" else v for k, v in ls.items()}
+            plain = plain and lp is p
+            route = self._route(
+                impl, lp, lg, ls, hp, lenient=bool(group.get("fused")), differentiable=group["differentiable"]
+            )
+            if route == "raise":
+                self._refuse_unfused(lp, lg, ls, keys, hp, where, p)
+            routes.setdefault((route, lp.dtype if route == "fused" else torch.float32), []).append((p, lp, lg, ls))
         bad: list[str] = []
-        for members in buckets.values():
-            plan = FusedPlan(self.algorithm, state_keys, members, [state_of[p] for p in members])
-            counts = plan.step(group, [_grad(p) for p in members])
-            if counts is None:  # cannot happen: every gradient was checked above
-                raise RuntimeError("internal error: a checked gradient was refused by the fused kernel")
-            bad += _nonfinite_report(index, enumerate(members), counts, group["params"])
-            if len(buckets) == 1 and not reference and not shards:
-                self._plans[index] = plan
-        for entries in shards.values():  # distributed: a plan over the local shards, rebuilt every step
-            dts = [p for p, _, _, _ in entries]
-            local_states = [{**ls, "step": state_of[p]["step"]} for p, _, _, ls in entries]
-            plan = FusedPlan(self.algorithm, state_keys, [lp for _, lp, _, _ in entries], local_states)
-            counts = plan.step(group, [lg for _, _, lg, _ in entries])
-            if counts is None:  # cannot happen: every gradient was checked above
-                raise RuntimeError("internal error: a checked gradient was refused by the fused kernel")
-            bad += _nonfinite_report(index, enumerate(dts), _sum_over_shards(dts, counts), group["params"])
-        sharded: list[tuple[torch.Tensor, int]] = []  # distributed: DTensors' local counts, summed below
-        for p in reference:
-            local = reference_shards.get(id(p))
-            if local is not None:  # distributed: the reference step on the local shards, as the kernel's
-                lp, lg, ls = local
-                sharded.append((p, self._reference_step(lp, lg, {**ls, "step": state_of[p]["step"]}, group)))
-                continue
-            count = self._reference_step(p, _grad(p), state_of[p], group)
-            if count:
-                bad.append(f"parameter {_position(group['params'], p)} of param group {index} ({count} entries)")
-        if sharded:
+        sharded: list[tuple[torch.Tensor, int]] = []
+        for (route, _), members in routes.items():
+            ps = [lp for _, lp, _, _ in members]
+            gs = [lg for _, _, lg, _ in members]
+            sts = [ls for _, _, _, ls in members]
+            if route == "fused":
+                plan = FusedPlan(hp.algorithm, keys, ps, sts)
+                counts: Any = plan.step(hp, gs)
+                if len(routes) == 1 and plain and not group["differentiable"]:
+                    self._plans[index] = plan
+            else:
+                run = functional.adam if hp.algorithm == "adam" else functional.adamax
+                counts = run(ps, gs, sts, hp, impl=route)
+            dtensor_type = dtensor.dtensor_class()
+            for (p, lp, _, _), c in zip(members, counts):
+                if lp is not p and dtensor_type is not None and isinstance(p, dtensor_type):
+                    sharded.append((p, int(c)))
+                elif c:
+                    bad.append(f"{where(p)} ({c} entries)")
+        if sharded:  # distributed: each rank counted its own shards; sum them so every rank reports alike
             dts = [p for p, _ in sharded]
-            totals = _sum_over_shards(dts, [c for _, c in sharded])
-            bad += _nonfinite_report(index, enumerate(dts), totals, group["params"])
+            bad += _nonfinite_report(index, dts, dtensor.sum_over_shards(dts, [c for _, c in sharded]), group["params"])
         return bad
 
-    # ------------------------------------------------------------------ temporal averaging (§7.2)
+    def _refuse_unfused(
+        self,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict,
+        keys: Any,
+        hp: Any,
+        where: Callable[[torch.Tensor], str],
+        owner: torch.Tensor | None = None,
+    ) -> None:
+        """impl="fused" on a tensor the kernel cannot take: raise, saying why (unless it is routed)."""
+        if p.dtype in _ROUTED_DTYPES and p.device.type == "cpu":
+            return
+        why = why_not_fused(p, grad, state, keys)
+        if why is None and not hp.in_kernel:
+            why = "uses an option the fused kernel does not implement"
+        if why is not None:
+            raise RuntimeError(
+                f"impl='fused' (fused=True) needs dense contiguous float32/float64 CPU tensors; "
+                f"{where(owner if owner is not None else p)} {why}. Use impl='auto'."
+            )
 
-    def _averaging_beta(self, group: dict[str, Any]) -> float:
-        return group["betas"][1] if group["averaging_beta"] is None else group["averaging_beta"]
+    # ------------------------------------------------------------------ temporal averaging (§7.2)
 
     @contextlib.contextmanager
     def averaged_parameters(self) -> Iterator[None]:
@@ -434,7 +413,7 @@ class AdamFamily(Optimizer):
                 for group in self.param_groups:
                     if not group["averaging"]:
                         raise RuntimeError("averaged_parameters() needs averaging=True in every param group")
-                    beta = self._averaging_beta(group)
+                    beta = self.hyperparameters.from_group(group).average_beta
                     for p in group["params"]:
                         state = self.state.get(p)
                         if not state or float(state["step"]) == 0:
@@ -466,7 +445,7 @@ class AdamFamily(Optimizer):
             for p in group["params"]:
                 state = self.state.get(p)
                 if state and float(state["step"]) > 0:
-                    r, s = self._effective_ratio(_gathered(state), group)  # distributed: DTensors in full
+                    r, s = self._effective_ratio(dtensor.gathered(state), group)  # distributed: DTensors in full
                     ratios.append(r.detach().reshape(-1).double().cpu())
                     snrs.append(s.detach().reshape(-1).double().cpu())
         if not ratios:
@@ -495,6 +474,19 @@ def _summary(x: torch.Tensor, max_coordinates: int, gen: torch.Generator) -> dic
     }
 
 
+def _same(a: Any, b: Any) -> bool:
+    """The same option value: the same object, or equal plain values (never compares tensors element-wise)."""
+    if a is b:
+        return True
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return type(a) is type(b) and not isinstance(a, torch.Tensor) and a == b
+
+
+def _where(params: list[torch.Tensor], index: int, p: torch.Tensor) -> str:
+    return f"parameter {_position(params, p)} of param group {index}"
+
+
 def bias_corrected_moments(
     state: dict[str, Any], group: dict[str, Any], first_key: str, second_key: str, correct_second: bool
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -502,9 +494,10 @@ def bias_corrected_moments(
     t = float(state["step"])
     m, s = state[first_key], state[second_key]
     if group["bias_correction"]:
-        m = m / F.bias_correction(group["betas"][0], t)
+        betas = [float(b) for b in group["betas"]]
+        m = m / F.bias_correction(betas[0], t)
         if correct_second:
-            s = s / F.bias_correction(group["betas"][1], t)
+            s = s / F.bias_correction(betas[1], t)
     return m, s, t
 
 
