@@ -214,8 +214,7 @@ def test_a_far_too_long_first_step_is_rejected_and_shortened():
     rec = Recorder(q)
     opt = SFO(rec, q.x0, list(range(q.n)), initial_step=1e4)
     start = opt.theta.copy()
-    opt.step()
-    while len(rec.calls) < 3:
+    while len(rec.calls) < 3:  # two activations at θ0, then the first step
         opt.step()
     assert opt.rejected_steps >= 1 and opt.step_scale < 1
     np.testing.assert_array_equal(opt.theta, start)  # x did not move to the bad point
@@ -261,7 +260,7 @@ def test_bad_num_passes_and_gradient_size():
     with pytest.raises(ValueError, match="num_passes"):
         SFO(lambda x, i: (0.0, x), np.ones(3), [0]).optimize(-1)
     with pytest.raises(ValueError, match="gradient of size 2"):
-        SFO(lambda x, i: (0.0, np.ones(2)), np.ones(3), [0])
+        SFO(lambda x, i: (0.0, np.ones(2)), np.ones(3), [0]).optimize(1)
 
 
 def test_module_objective_sums_to_the_full_torch_cost_and_gradient():
@@ -288,3 +287,21 @@ def test_module_objective_sums_to_the_full_torch_cost_and_gradient():
     assert sum(f_df(theta, r)[0] for r in refs) < 0.8 * total
     f_df.load_into_model(theta)
     np.testing.assert_array_equal(f_df.theta0(), theta)
+
+
+def test_state_dict_resumes_exactly_where_the_run_was():
+    """An SFO rebuilt from another's state_dict continues with the same iterates as the uninterrupted run."""
+    p = Logistic(rows=1200, dim=120, n=8, seed=2)  # collapses happen, so the basis must come back too
+    whole = SFO(p, p.x0 + 0.1, list(range(p.n)), target="random", seed=5)
+    whole.optimize(6)
+    first = SFO(p, p.x0 + 0.1, list(range(p.n)), target="random", seed=5)
+    first.optimize(3)
+    state = first.state_dict()
+    resumed = SFO(p, np.zeros(120), list(range(p.n)), target="random", seed=99)
+    resumed.load_state_dict(state)
+    resumed.optimize(6)
+    assert whole.collapses > 0
+    np.testing.assert_allclose(resumed.theta, whole.theta, rtol=0, atol=1e-12)
+    assert resumed.history["passes"] == whole.history["passes"]
+    with pytest.raises(ValueError, match="N, M"):
+        SFO(p, np.zeros(120), list(range(4))).load_state_dict(state)

@@ -201,11 +201,7 @@ class SFO:
         self._seconds = 0.0
         self._cycle = 0
         self.x[: self.K] = self._expand(x0)
-        for _ in range(min(active0, n)):
-            start = time.perf_counter()
-            self._activate()
-            self._seconds += time.perf_counter() - start
-            self._record()
+        self._initial_active = min(active0, n)  # evaluated by the first steps, not here
 
     # ----- public -----------------------------------------------------------------------------------------
 
@@ -227,6 +223,43 @@ class SFO:
         """Bytes held in the optimiser's arrays (O(M·K_max + N·K_max² + N·L·K_max))."""
         return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
 
+    _STATE_ARRAYS = ("pos", "grad", "value", "H", "beta", "hist_s", "hist_y", "hist_len", "x")
+    _STATE_SCALARS = ("K", "evaluations", "rejected_steps", "collapses", "step_scale", "_seconds", "_cycle")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this run is (NumPy arrays, numbers, lists): the basis
+        P (its K used columns only), the models, histories, active set, counters, history and the random
+        generator's state. ``f_df`` and the references are not part of it."""
+        state: dict[str, Any] = {name: getattr(self, name).copy() for name in self._STATE_ARRAYS}
+        state.update({name: getattr(self, name) for name in self._STATE_SCALARS})
+        state["P"] = self.P[:, : self.K].copy()
+        state["active"] = list(self.active)
+        state["join_order"] = [int(i) for i in self._join_order]
+        state["history"] = {k: list(v) for k, v in self.history.items()}
+        state["rng"] = self._rng.bit_generator.state
+        state["shape"] = (self.N, self.M, self.subspace_max, self.max_history)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output (of an SFO built with the same N, M and options)."""
+        want = (self.N, self.M, self.subspace_max, self.max_history)
+        if tuple(state.get("shape", ())) != want:
+            raise ValueError(
+                f"state is of an SFO with (N, M, subspace_max, max_history) = {tuple(state.get('shape', ()))}, "
+                f"this one has {want}"
+            )
+        for name in self._STATE_ARRAYS:
+            getattr(self, name)[...] = np.asarray(state[name])
+        for name in self._STATE_SCALARS:
+            setattr(self, name, type(getattr(self, name))(state[name]))
+        self.P[...] = 0.0
+        self.P[:, : self.K] = np.asarray(state["P"])
+        self.active = [int(i) for i in state["active"]]
+        self._join_order = [int(i) for i in state["join_order"]]
+        self.history = {k: [float(x) for x in v] for k, v in state["history"].items()}
+        self._rng.bit_generator.state = state["rng"]
+        self.last_update = None
+
     def optimize(self, num_passes: float = 10, on_pass: Callable[[SFO], None] | None = None) -> Array:
         """Run until ``num_passes`` passes through the data have been evaluated in all (counted since the
         start, so calls continue). ``on_pass(self)`` is called after each whole pass; its time is not counted
@@ -245,9 +278,10 @@ class SFO:
         return self.theta
 
     def step(self) -> None:
-        """One SFO iteration: add a subfunction to the active set if due (§3), else step to the minimum of the
-        models (eq. 5), evaluate the chosen subfunction there and update its model (or reject the step)."""
-        if len(self.active) < self.N and self._wants_more_subfunctions():
+        """One SFO iteration, one evaluation of f_df: add a subfunction to the active set if due (the first
+        ``initial_active`` steps, then §3's rule), else step to the minimum of the models (eq. 5), evaluate the
+        chosen subfunction there and update its model (or reject the step)."""
+        if len(self.active) < self._initial_active or (len(self.active) < self.N and self._wants_more_subfunctions()):
             self._activate()
             return
         proposal = self._proposal()
