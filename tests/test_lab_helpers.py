@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+
 from adamlab.lab import results as R
 from adamlab.lab.runner import grid_search
 from adamlab.lab.spec import (
@@ -38,7 +40,9 @@ def tiny_panel(name: str = "dense", *, sparse: bool = False, epochs: int = 4, dr
     )
 
 
-def tiny_spec(*, sparse: bool = False, epochs: int = 4, dropout: float = 0.0, seeds=(0,)) -> ExperimentSpec:
+def tiny_spec(
+    *, sparse: bool = False, epochs: int = 4, dropout: float = 0.0, seeds=(0,), search_seeds: int | None = None
+) -> ExperimentSpec:
     return ExperimentSpec(
         name="tiny",
         title="tiny experiment",
@@ -50,6 +54,7 @@ def tiny_spec(*, sparse: bool = False, epochs: int = 4, dropout: float = 0.0, se
         ),
         quick=True,
         notes=("a test run",),
+        search_seeds=search_seeds,
     )
 
 
@@ -88,3 +93,15 @@ def test_fake_results_choose_the_lowest_curve(tmp_path):
     grid = R.read_grid(tmp_path, "p")["optimizers"]
     assert grid["adam"]["best"] == "lr=0.1"
     assert grid["adam"]["best_final_cost"] == 0.25
+
+
+def test_the_grid_search_uses_the_smoothed_final_cost(tmp_path):
+    # 20 epochs: the mean of the last 2. lr=0.1 ends lowest on its last epoch alone (a dip to 0.1), but its
+    # last two average (0.5 + 0.1)/2 = 0.3 > lr=0.01's (0.28 + 0.28)/2.
+    spec = tiny_spec(epochs=20)
+    dip = [1.0] * 19 + [0.5, 0.1]
+    flat = [1.0] * 19 + [0.28, 0.28]
+    fake_results(tmp_path, spec, {"p": {"adam/lr=0.1": dip, "adam/lr=0.01": flat}})
+    grid = R.read_grid(tmp_path, "p")["optimizers"]["adam"]
+    assert grid["smoothing_window"] == 2
+    assert grid["best"] == "lr=0.01" and grid["best_smoothed_cost"] == pytest.approx(0.28)

@@ -34,7 +34,7 @@ def _flat(start, final, epochs):
 
 
 def test_verdicts_follow_constructed_results(tmp_path):
-    spec = tiny_spec(epochs=4)
+    spec = tiny_spec(epochs=4, seeds=(0, 1))  # the same curve for both seeds: a zero-width interval
     # Adam ≈ SGD (0.300 vs 0.305) and Adam faster than AdaGrad (0.30 vs 0.40): both hold.
     fake_results(
         tmp_path / "held",
@@ -50,7 +50,7 @@ def test_verdicts_follow_constructed_results(tmp_path):
     text = write_report(tmp_path / "held").read_text()
     assert "2 of 2 held" in text
     assert text.count("✅ held") == 2
-    assert "0.3000 vs SGD Nesterov 0.3050" in text
+    assert "0.3000 vs SGD Nesterov 0.3050" in text and "95% CI" in text and "2 seeds" in text
     # Adam far from SGD and slower than AdaGrad: neither holds.
     fake_results(
         tmp_path / "not",
@@ -65,6 +65,13 @@ def test_verdicts_follow_constructed_results(tmp_path):
     )
     text = write_report(tmp_path / "not").read_text()
     assert "0 of 2 held" in text and text.count("❌ did not hold") == 2
+
+
+def test_one_seed_gives_no_verdict_and_the_plot_has_bands(tmp_path):
+    spec = tiny_spec(epochs=4)
+    fake_results(tmp_path, spec, {"p": {"adam/lr=0.1": _flat(1, 0.3, 4), "adagrad/lr=0.1": _flat(1, 0.4, 4)}})
+    text = write_report(tmp_path).read_text()
+    assert "0 of 2 held" in text and text.count("inconclusive") >= 2 and "needs ≥ 2 seeds" in text
 
 
 def test_grid_edges_and_stand_ins_are_reported(tmp_path):

@@ -142,7 +142,7 @@ def test_grid_search_picks_the_lowest_final_cost_and_never_a_diverged_run(tmp_pa
     assert rows["lr=0.05"]["mean_final_cost"] < rows["lr=0"]["mean_final_cost"]
     assert grid["best_at_grid_edge"] == []
     curves = (tmp_path / "p" / "curves.csv").read_text().splitlines()
-    assert curves[0] == "epoch,sgd_nesterov" and len(curves) == 5
+    assert curves[0] == "epoch,sgd_nesterov,sgd_nesterov_min,sgd_nesterov_max" and len(curves) == 5
 
 
 def test_select_best():

@@ -33,7 +33,6 @@ def test_grid_settings_and_their_names():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "cnn"}, "model kind must be one of logistic, mlp"),
         ({"input_dropout": 1.0}, "input_dropout must lie in"),
         ({"l2": -1.0}, "l2 must be >= 0"),
         ({"hidden": (3,)}, "no hidden layers"),
@@ -42,6 +41,31 @@ def test_grid_settings_and_their_names():
 def test_model_spec_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModelSpec(**kwargs)
+
+
+def test_models_and_objectives_are_registered_by_name():
+    from adamlab.lab.models import MODELS, OBJECTIVES, Objective, build_model, register_model, register_objective
+
+    with pytest.raises(ValueError, match=r"unknown model kind 'nope'; known: .*logistic, mlp"):
+        build_model(ModelSpec(kind="nope"), 4, 3)
+    with pytest.raises(ValueError, match=r"unknown objective 'nope'; known: .*nll"):
+        training_loss(build_model(ModelSpec(), 4, 3), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), 0.0, objective="nope")
+
+    def squares(model, x, y, generator):  # a regression objective: mean of ½‖f(x)‖²
+        return 0.5 * model(x, generator).pow(2).sum(dim=1).mean()
+
+    try:
+        register_model("twice", lambda spec, n_in, n_cls: torch.nn.Linear(n_in, spec.options["width"]))
+        register_objective("squares", Objective(squares))
+        model = build_model(ModelSpec(kind="twice", options={"width": 5}), 4, 3)
+        assert isinstance(model, torch.nn.Linear) and model.out_features == 5
+        x = torch.randn(3, 4)
+        model.forward = lambda x, generator=None: torch.nn.Linear.forward(model, x)
+        expected = 0.5 * (x @ model.weight.T + model.bias).pow(2).sum() / 3
+        assert float(training_loss(model, x, torch.zeros(3), 0.0, objective="squares")) == pytest.approx(float(expected))
+    finally:
+        MODELS.pop("twice", None)
+        OBJECTIVES.pop("squares", None)
 
 
 def test_panel_validation():

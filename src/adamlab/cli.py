@@ -2,9 +2,11 @@
 
 ::
 
-    adamlab reproduce NAME [--quick] [--out DIR] [--data DIR] [--seed N] [--no-progress]
+    adamlab reproduce NAME [--quick] [--out DIR] [--data DIR] [--seed N] [--seeds N] [--jobs N]
+                           [--shard K/N] [--device cpu|cuda|mps] [--no-progress]
     adamlab reproduce --list
     adamlab report [DIR]
+    adamlab status DIR
     adamlab bench step [--quick] [--threads 1 2] [--out FILE.json]
     adamlab build
 
@@ -39,8 +41,19 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if args.name not in EXPERIMENTS:
         parser.error(f"unknown experiment {args.name!r}; valid experiments: {valid}")
     from adamlab.lab import parallel
+    from adamlab.lab.runner import DEVICES, parse_shard
 
     out = Path(args.out) if args.out is not None else default_out_dir(args.name, args.quick)
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"argument --seeds: must be >= 1, got {args.seeds}")
+    if args.jobs < 1:
+        parser.error(f"argument --jobs: must be >= 1, got {args.jobs}")
+    if args.device is not None and args.device not in DEVICES:
+        parser.error(f"argument --device: must be one of {', '.join(DEVICES)}, got {args.device!r}")
+    try:
+        shard = parse_shard(args.shard) if args.shard is not None else None
+    except ValueError as exc:
+        parser.error(f"argument --shard: {exc}")
     created = parallel.init_from_env()  # under torchrun: data-parallel training, rank 0 writes
     if args.quick and parallel.is_writer():
         print(QUICK_NOTE, flush=True)
@@ -52,6 +65,10 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             data_dir=args.data,
             seed=args.seed,
             progress=not args.no_progress,
+            seeds=args.seeds,
+            jobs=args.jobs,
+            shard=shard,
+            device=args.device,
         )
         if not parallel.is_writer():
             return 0
@@ -112,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", metavar="DIR", help="output directory (default: runs/NAME, or runs/NAME-quick)")
     rp.add_argument("--data", metavar="DIR", help="data root (default: $ADAMLAB_DATA, then the download cache)")
     rp.add_argument("--seed", type=int, default=0, metavar="N", help="the run seed (default: 0)")
+    rp.add_argument(
+        "--seeds", type=int, metavar="N", help="seeds from --seed on (default: the experiment's; fig1: 2 quick, 3 full)"
+    )
+    rp.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes, one run each (default: 1)")
+    rp.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run the K-th of N slices of the sweep (N processes or machines sharing --out; see docs/lab.md)",
+    )
+    rp.add_argument(
+        "--device", metavar="DEV", help="cpu, cuda or mps (default: the best available: cuda, then mps, then cpu)"
+    )
     rp.add_argument("--no-progress", action="store_true", help="no progress bars")
     rp.set_defaults(func=_reproduce, parser=rp)
 

@@ -40,6 +40,8 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
+from adamlab.progress import progress
+
 __all__ = [
     "CACHE_ENV",
     "CHECKSUMS",
@@ -372,14 +374,6 @@ def clear_verification_cache() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- downloading
-def _progress(total: int | None, desc: str) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is an optional dependency ("lab" extra)
-        return contextlib.nullcontext(None)
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False)
-
-
 def _content_length(resp: Any) -> int | None:
     headers = getattr(resp, "headers", None)
     value = headers.get("Content-Length") if headers is not None else None
@@ -394,15 +388,14 @@ def _fetch_to(url: str, tmp: Any, desc: str) -> None:
     with urlopen(request, timeout=TIMEOUT_S) as resp:
         total = _content_length(resp)
         received = 0
-        with _progress(total, desc) as bar:
+        with progress(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
             while True:
                 chunk = resp.read(_CHUNK)
                 if not chunk:
                     break
                 tmp.write(chunk)
                 received += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
+                bar.update(len(chunk))
         if total is not None and received != total:
             raise OSError(f"download from {url} ended after {received} of {total} bytes")
 

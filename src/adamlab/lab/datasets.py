@@ -58,6 +58,18 @@ class TrainingData:
         self._y_t = torch.from_numpy(self.y)
         self._X_t = None if sp.issparse(self.X) else torch.from_numpy(self.X)
         self._chunks: tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> TrainingData:
+        """Move the set to ``device`` once (in place; returns ``self``): dense features and the labels live
+        there from now on; sparse features stay a CSR matrix on the host and each minibatch is sent as it is
+        cut (the full-set chunks used by the evaluation are sent once and kept)."""
+        self.device = torch.device(device)
+        self._y_t = self._y_t.to(self.device)
+        if self._X_t is not None:
+            self._X_t = self._X_t.to(self.device)
+        self._chunks = None
+        return self
 
     @property
     def n_examples(self) -> int:
@@ -73,9 +85,10 @@ class TrainingData:
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``index`` as a torch tensor (sparse COO for sparse data) and their labels."""
+        index = index.to(self.device)
         if self._X_t is not None:
             return self._X_t[index], self._y_t[index]
-        return _to_torch_coo(self.X[index.numpy()]), self._y_t[index]
+        return _to_torch_coo(self.X[index.cpu().numpy()]).to(self.device), self._y_t[index]
 
     def chunks(self, size: int = 16384) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The whole set in consecutive chunks ``(X, y)`` (for full-batch evaluation; views or cached)."""
@@ -84,7 +97,7 @@ class TrainingData:
             if self._X_t is not None:
                 chunks = [(self._X_t[a:b], self._y_t[a:b]) for a, b in bounds]
             else:
-                chunks = [(_to_torch_coo(self.X[a:b]), self._y_t[a:b]) for a, b in bounds]
+                chunks = [(_to_torch_coo(self.X[a:b]).to(self.device), self._y_t[a:b]) for a, b in bounds]
             self._chunks = (size, chunks)
         return self._chunks[1]
 

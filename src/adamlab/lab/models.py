@@ -20,6 +20,8 @@ weight matrices (the paper's "L2-regularised" objective; λ = ``ModelSpec.l2``).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +31,18 @@ from adamlab.lab.spec import ModelSpec
 
 __all__ = [
     "MLP",
+    "MODELS",
+    "OBJECTIVES",
     "LogisticRegression",
+    "Objective",
     "build_model",
     "dropout",
+    "get_objective",
     "init_parameters",
     "l2_penalty",
     "mean_nll",
+    "register_model",
+    "register_objective",
     "training_loss",
 ]
 
@@ -111,10 +119,17 @@ class MLP(nn.Module):
         return self.out(x)
 
 
-def build_model(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
-    """The model a :class:`~adamlab.lab.spec.ModelSpec` describes (weights not yet initialised by seed)."""
-    if spec.kind == "logistic":
-        return LogisticRegression(n_features, n_classes, input_dropout=spec.input_dropout)
+#: ``builder(spec, n_features, n_classes) -> nn.Module``: the models a :class:`~adamlab.lab.spec.ModelSpec`
+#: can name (its ``kind``). A model's ``forward(x, generator=None)`` takes a minibatch and the dropout
+#: generator and returns what its objective expects (logits for ``"nll"``).
+ModelBuilder = Callable[[ModelSpec, int, int], nn.Module]
+
+
+def _logistic(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
+    return LogisticRegression(n_features, n_classes, input_dropout=spec.input_dropout)
+
+
+def _mlp(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
     return MLP(
         n_features,
         spec.hidden,
@@ -124,8 +139,30 @@ def build_model(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
     )
 
 
+MODELS: dict[str, ModelBuilder] = {"logistic": _logistic, "mlp": _mlp}
+
+
+def register_model(kind: str, builder: ModelBuilder) -> None:
+    """Make ``builder`` available to specs as ``ModelSpec(kind=kind)`` (no change to the runner needed)."""
+    MODELS[kind] = builder
+
+
+def build_model(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
+    """The model a :class:`~adamlab.lab.spec.ModelSpec` describes (weights not yet initialised by seed)."""
+    if spec.kind not in MODELS:
+        raise ValueError(f"unknown model kind {spec.kind!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[spec.kind](spec, n_features, n_classes)
+
+
 def init_parameters(model: nn.Module, std: float, generator: torch.Generator) -> None:
-    """Weights ~ N(0, std²) from ``generator``, biases 0 (the paper gives no scheme; this is our choice)."""
+    """Weights ~ N(0, std²) from ``generator``, biases 0 (the paper gives no scheme; this is our choice).
+
+    A model with its own scheme defines ``initialize(generator, std)``, which is called instead (it must draw
+    from ``generator`` only, so that the initial weights are a function of the seed)."""
+    own = getattr(model, "initialize", None)
+    if callable(own):
+        own(generator, std)
+        return
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias"):
@@ -143,13 +180,39 @@ def mean_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def l2_penalty(model: nn.Module, coefficient: float) -> torch.Tensor:
     """(λ/2)·Σ‖W‖² over the weight matrices (biases are not penalised)."""
-    total = torch.zeros(())
     if coefficient == 0.0:
-        return total
-    for name, p in model.named_parameters():
-        if not name.endswith("bias"):
-            total = total + p.pow(2).sum()
+        return torch.zeros(())
+    total = sum((p.pow(2).sum() for name, p in model.named_parameters() if not name.endswith("bias")), torch.zeros(()))
     return 0.5 * coefficient * total
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective: ``loss(model, x, y, generator)`` is the mean over the minibatch of the
+    per-example loss (without the L2 penalty); ``classifier``: whether accuracy is meaningful (the model's
+    output is class scores)."""
+
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], torch.Tensor]
+    classifier: bool = False
+
+
+def _nll(model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return mean_nll(model(x, generator), y)
+
+
+#: The objectives a :class:`~adamlab.lab.spec.ModelSpec` can name; a VAE registers its negative ELBO.
+OBJECTIVES: dict[str, Objective] = {"nll": Objective(_nll, classifier=True)}
+
+
+def register_objective(name: str, objective: Objective) -> None:
+    """Make ``objective`` available to specs as ``ModelSpec(objective=name)``."""
+    OBJECTIVES[name] = objective
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]
 
 
 def training_loss(
@@ -159,7 +222,8 @@ def training_loss(
     l2: float,
     generator: torch.Generator | None = None,
     nll_scale: float = 1.0,
+    objective: str = "nll",
 ) -> torch.Tensor:
-    """The minibatch objective: mean NLL + (λ/2)·Σ‖W‖². ``nll_scale`` weights the NLL term (a rank's share of
-    the minibatch under data parallelism, see :mod:`adamlab.lab.parallel`)."""
-    return mean_nll(model(x, generator), y) * nll_scale + l2_penalty(model, l2)
+    """The minibatch objective: mean objective (NLL by default) + (λ/2)·Σ‖W‖². ``nll_scale`` weights the
+    objective term (a rank's share of the minibatch under data parallelism, see :mod:`adamlab.lab.parallel`)."""
+    return get_objective(objective).loss(model, x, y, generator) * nll_scale + l2_penalty(model, l2)

@@ -50,7 +50,14 @@ class PanelResults:
     data: dict[str, Any]
     grid: dict[str, Any]
     chosen: dict[str, list[dict[str, Any]]]  # optimiser key -> the chosen setting's run record per seed
-    curves: dict[str, list[float]]  # optimiser key -> mean training cost per epoch
+    curves: dict[str, list[float]]  # optimiser key -> mean training cost per epoch (over seeds)
+
+    def seed_curves(self, key: str) -> list[list[float]]:
+        """The chosen setting's training-cost curve of every seed (in the spec's seed order)."""
+        return [
+            [math.nan if h.get("train_cost") is None else h["train_cost"] for h in r["history"]]
+            for r in self.chosen[key]
+        ]
 
     def label(self, key: str) -> str:
         return self.grid[key]["label"]
@@ -64,12 +71,13 @@ def load_panel(spec: ExperimentSpec, panel: PanelSpec, out: Path) -> PanelResult
     grid = R.read_grid(out, panel.name)["optimizers"]
     data_file = out / panel.name / "data.json"
     data = R.read_json(data_file) if data_file.is_file() else {}
-    chosen = {
-        opt.key: [
-            R.read_json(R.run_path(out, panel.name, opt.key, grid[opt.key]["best_setting"], s)) for s in spec.seeds
-        ]
-        for opt in panel.optimizers
-    }
+    chosen = {}
+    for opt in panel.optimizers:
+        paths = [R.run_path(out, panel.name, opt.key, grid[opt.key]["best_setting"], s) for s in spec.seeds]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise R.ResultsError(f"missing {missing[0]}: the run has not finished; rerun the experiment")
+        chosen[opt.key] = [R.read_json(p) for p in paths]
     curves = {k: R.mean_curve(v) for k, v in chosen.items()}
     return PanelResults(panel, data, grid, chosen, curves)
 
@@ -110,6 +118,9 @@ def plot_curves(spec: ExperimentSpec, panels: list[PanelResults], out: Path) -> 
         for key, curve in pr.curves.items():
             label = f"{pr.label(key)} ({_setting_text(pr.grid[key]['best_setting'])})"
             ax.plot(range(len(curve)), curve, label=label, color=_COLORS.get(key), lw=1.6)
+            lo, hi = _band(pr.seed_curves(key))
+            if len(pr.chosen[key]) > 1:
+                ax.fill_between(range(len(lo)), lo, hi, color=_COLORS.get(key), alpha=0.2, lw=0)
         plot = pr.spec.plot
         ax.set_xlabel(plot.xlabel)
         ax.set_ylabel(plot.ylabel)
@@ -125,6 +136,17 @@ def plot_curves(spec: ExperimentSpec, panels: list[PanelResults], out: Path) -> 
         ax.legend(fontsize=8)
     fig.suptitle(_suptitle(spec, spec.title), fontsize=11)
     return _save(fig, out, spec.name)
+
+
+def _band(curves: list[list[float]]) -> tuple[list[float], list[float]]:
+    """Per epoch, the lowest and highest cost over seeds (the spread drawn around the mean)."""
+    length = max(len(c) for c in curves)
+    lo, hi = [], []
+    for e in range(length):
+        values = [c[e] for c in curves if e < len(c) and math.isfinite(c[e])]
+        lo.append(min(values) if values else math.nan)
+        hi.append(max(values) if values else math.nan)
+    return lo, hi
 
 
 def plot_diagnostics(spec: ExperimentSpec, panels: list[PanelResults], out: Path) -> list[Path]:
@@ -162,7 +184,8 @@ def _claims(spec: ExperimentSpec, panels: dict[str, PanelResults]) -> list[Verdi
     verdicts = []
     for claim in spec.claims:
         pr = panels[claim.panel]
-        verdicts.append(judge(claim, pr.curves[claim.a], pr.curves[claim.b], (pr.label(claim.a), pr.label(claim.b))))
+        labels = (pr.label(claim.a), pr.label(claim.b))
+        verdicts.append(judge(claim, pr.seed_curves(claim.a), pr.seed_curves(claim.b), labels))
     return verdicts
 
 
@@ -246,8 +269,9 @@ def _markdown(spec: ExperimentSpec, panels: list[PanelResults], verdicts: list[V
             line += f" — **a stand-in for {stand_in}**, not available here; its numbers are not the paper's"
         md.append(line + ".")
     md += [
-        f"- Seeds: {', '.join(map(str, spec.seeds))}. Curves: training cost (mean NLL + L2 penalty, "
-        "whole training set, no dropout) of each optimiser's chosen setting, averaged over seeds.",
+        f"- Seeds: {', '.join(map(str, spec.seeds))} (grid search with {', '.join(map(str, spec.grid_seeds))}). "
+        "Curves: training cost (mean NLL + L2 penalty, whole training set, no dropout) of each optimiser's "
+        "chosen setting, the mean over seeds, with a band from the lowest to the highest seed.",
         "",
     ]
     for f in figures:
@@ -262,10 +286,13 @@ def _markdown(spec: ExperimentSpec, panels: list[PanelResults], verdicts: list[V
         md.append(f"| {v.claim.panel} | {v.claim.text} | {mark} | {v.reason} |")
     md += [
         "",
-        "Rules (see `adamlab.lab.claims`): *≈* holds when the final costs differ by at most the "
-        "tolerance (and fails beyond twice it); *faster* when the final cost is lower by at least the "
-        "margin; *≫* when the faster optimiser reaches the slower one's final cost at least the stated "
-        "factor sooner.",
+        "Rules (see `adamlab.lab.claims`): each seed gives one number — the relative gap of the smoothed "
+        "final costs (mean of the last ⌊E/10⌋ epochs), or for *≫* the speed-up in epochs to reach the slower "
+        "optimiser's smoothed final cost — and the verdict is read from the 95 % t-interval of their mean: "
+        "*≈* holds when the whole interval lies within ±tolerance and fails when it lies beyond twice it; "
+        "*as fast* holds when its top is ≤ tolerance and fails when its bottom is > twice it; *faster* holds "
+        "when its bottom is ≥ the margin and fails when its top is ≤ −margin; *≫* holds when its bottom is ≥ "
+        "the factor and fails when its top is ≤ 1. Anything else, or a single seed, is inconclusive.",
         "",
     ]
 

@@ -8,8 +8,10 @@ Layout under an experiment's output directory ``OUT``::
     OUT/<panel>/init_seed<S>.pt              the initial weights shared by every optimiser for seed S
     OUT/<panel>/runs/<opt>/<setting>_seed<S>.json       one run: its setting and per-epoch history
     OUT/<panel>/runs/<opt>/<setting>_seed<S>.ckpt.pt    its checkpoint while unfinished (removed at the end)
+    OUT/<panel>/runs/<opt>/<setting>_seed<S>.lock       held while a process trains it (see the runner)
     OUT/<panel>/grid.json, grid.csv          every grid point's final training cost and the chosen setting
-    OUT/<panel>/curves.csv                   the chosen settings' training-cost curves, one column each
+    OUT/<panel>/curves.csv                   the chosen settings' training-cost curves (mean, min, max over seeds)
+    OUT/tasks/<task>_seed<S>.json            a task's result (e.g. the theory's experiments)
     OUT/report.md, OUT/<name>.png/.pdf       the report and plots (written by adamlab.lab.report)
 
 Every file is written to a temporary file in the same directory and moved into place with :func:`os.replace`,
@@ -39,6 +41,7 @@ __all__ = [
     "read_spec",
     "run_path",
     "save_torch",
+    "task_path",
     "write_csv",
     "write_json",
 ]
@@ -60,6 +63,10 @@ def init_path(out: Path, panel: str, seed: int) -> Path:
 
 def run_path(out: Path, panel: str, optimizer: str, setting: dict[str, Any], seed: int) -> Path:
     return Path(out) / panel / "runs" / optimizer / f"{setting_id(setting)}_seed{seed}.json"
+
+
+def task_path(out: Path, task: str, seed: int) -> Path:
+    return Path(out) / "tasks" / f"{task}_seed{seed}.json"
 
 
 def ckpt_path(run_file: Path) -> Path:

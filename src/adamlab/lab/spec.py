@@ -27,6 +27,7 @@ __all__ = [
     "OptimizerSpec",
     "PanelSpec",
     "PlotSpec",
+    "TaskSpec",
     "setting_id",
 ]
 
@@ -54,13 +55,17 @@ class DatasetSpec:
 class ModelSpec:
     """The model and its loss.
 
-    ``kind``: ``"logistic"`` (multi-class logistic regression; one logit and a sigmoid for two classes) or
-    ``"mlp"`` (ReLU hidden layers of sizes ``hidden``). ``input_dropout`` / ``hidden_dropout``: the
-    probability of zeroing an input feature / a hidden unit during training (inverted dropout, so no
-    rescaling at evaluation). ``l2``: the coefficient λ of the penalty (λ/2)·Σ‖W‖² over the weight matrices
-    (not the biases), added to the mean negative log-likelihood; this is the paper's "L2-regularised" loss,
-    not decoupled weight decay. ``init_std``: weights start as N(0, init_std²) drawn from the run's seed,
-    biases at 0.
+    ``kind``: a key of :data:`adamlab.lab.models.MODELS` — built in: ``"logistic"`` (multi-class logistic
+    regression; one logit and a sigmoid for two classes) and ``"mlp"`` (ReLU hidden layers of sizes
+    ``hidden``); :func:`adamlab.lab.models.register_model` adds more (a CNN, a VAE), whose own settings go in
+    ``options``. ``input_dropout`` / ``hidden_dropout``: the probability of zeroing an input feature / a
+    hidden unit during training (inverted dropout, so no rescaling at evaluation). ``objective``: a key of
+    :data:`adamlab.lab.models.OBJECTIVES`, the per-example loss averaged over a minibatch (``"nll"``: the
+    negative log-likelihood of the labels; a VAE registers its negative ELBO). ``l2``: the coefficient λ of
+    the penalty (λ/2)·Σ‖W‖² over the weight matrices (not the biases), added to the mean objective; this is
+    the paper's "L2-regularised" loss, not decoupled weight decay. ``init_std``: weights start as
+    N(0, init_std²) drawn from the run's seed, biases at 0 (a registered model may draw its own, see
+    :func:`adamlab.lab.models.init_parameters`).
     """
 
     kind: str = "logistic"
@@ -69,9 +74,10 @@ class ModelSpec:
     hidden_dropout: float = 0.0
     l2: float = 0.0
     init_std: float = 0.01
+    objective: str = "nll"
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_choice("model kind", self.kind, ("logistic", "mlp"))
         for name in ("input_dropout", "hidden_dropout"):
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:
@@ -139,6 +145,9 @@ class PanelSpec:
     """One panel of a figure: a dataset, a model and the optimisers compared on it.
 
     ``paper``: the paper's panel in words (what it shows and finds), quoted beside ours in the report.
+    ``probes``: keys of :data:`adamlab.lab.runner.PROBES`, measurements taken after every epoch from the
+    model, the optimiser and the data (e.g. the fraction of coordinates where ε > √v̂) and stored in that
+    epoch's record under ``"probes"``.
     """
 
     name: str
@@ -150,6 +159,7 @@ class PanelSpec:
     batch_size: int = 128
     plot: PlotSpec = field(default_factory=PlotSpec)
     paper: str = ""
+    probes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -188,31 +198,64 @@ class ClaimSpec:
 
 
 @dataclass(frozen=True)
-class ExperimentSpec:
-    """A whole experiment (one figure of the paper): its panels, seeds, claims, and notes for the report.
+class TaskSpec:
+    """A unit of work that is not a training run: ``function`` (a key of :data:`adamlab.lab.runner.TASKS`)
+    called with ``settings`` and the seed, returning a JSON-ready dict, saved as one run file like a training
+    run's (the theory's online-learning experiments are tasks)."""
 
-    The grid search picks, per panel and optimiser, the setting with the lowest final training cost (mean
-    over ``seeds``). ``notes`` say how this run differs from the paper (quick mode, stand-in data sets).
+    name: str
+    function: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A whole experiment (one figure of the paper): its panels and tasks, seeds, claims, and report notes.
+
+    Seeds: the grid search (per panel and optimiser, the setting with the lowest smoothed final cost, see
+    :func:`adamlab.lab.runner.grid_search`) trains every setting with the first ``search_seeds`` of ``seeds``
+    (``None``: all of them); the remaining seeds are trained at the chosen setting only, so that every
+    verdict is decided over all ``seeds`` while the grid costs one seed. ``notes`` say how this run differs
+    from the paper (quick mode, stand-in data sets). ``report``: a key of
+    :data:`adamlab.lab.report.REPORTS`, the function that writes the report (``"curves"``: the figure's
+    training-cost curves, claims and grids).
     """
 
     name: str
     title: str
-    panels: tuple[PanelSpec, ...]
+    panels: tuple[PanelSpec, ...] = ()
     seeds: tuple[int, ...] = (0,)
     claims: tuple[ClaimSpec, ...] = ()
     quick: bool = False
     notes: tuple[str, ...] = ()
+    search_seeds: int | None = 1
+    tasks: tuple[TaskSpec, ...] = ()
+    report: str = "curves"
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ValueError("seeds must not be empty")
-        names = [p.name for p in self.panels]
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.search_seeds is not None and self.search_seeds < 1:
+            raise ValueError(f"search_seeds must be >= 1 or None, got {self.search_seeds}")
+        names = [p.name for p in self.panels] + [t.name for t in self.tasks]
         if len(set(names)) != len(names):
-            raise ValueError(f"panel names must be unique, got {names}")
+            raise ValueError(f"panel and task names must be unique, got {names}")
         for claim in self.claims:
             panel = self.panel(claim.panel)
             panel.optimizer(claim.a)
             panel.optimizer(claim.b)
+
+    @property
+    def grid_seeds(self) -> tuple[int, ...]:
+        """The seeds every grid point is trained with."""
+        return self.seeds if self.search_seeds is None else self.seeds[: self.search_seeds]
+
+    @property
+    def extra_seeds(self) -> tuple[int, ...]:
+        """The seeds trained at the chosen setting only."""
+        return self.seeds[len(self.grid_seeds) :]
 
     def panel(self, name: str) -> PanelSpec:
         for p in self.panels:
@@ -231,7 +274,7 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExperimentSpec:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict` (fields missing in an older ``spec.json`` take their defaults)."""
 
         def panel(p: dict[str, Any]) -> PanelSpec:
             plot = dict(p["plot"])
@@ -250,6 +293,7 @@ class ExperimentSpec:
                 batch_size=p["batch_size"],
                 plot=PlotSpec(**plot),
                 paper=p["paper"],
+                probes=tuple(p.get("probes", ())),
             )
 
         return cls(
@@ -260,6 +304,9 @@ class ExperimentSpec:
             claims=tuple(ClaimSpec(**c) for c in d["claims"]),
             quick=d["quick"],
             notes=tuple(d["notes"]),
+            search_seeds=d.get("search_seeds"),
+            tasks=tuple(TaskSpec(**t) for t in d.get("tasks", ())),
+            report=d.get("report", "curves"),
         )
 
     @classmethod

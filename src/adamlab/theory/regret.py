@@ -27,6 +27,7 @@ import numpy as np
 
 from adamlab import formulas as F
 from adamlab.numpy import Adam, AdaMax
+from adamlab.progress import progress as _bar
 from adamlab.theory.baselines import AdaGrad, OnlineGradientDescent
 from adamlab.theory.problems import OnlineProblem
 
@@ -181,7 +182,7 @@ def run_online(
     prev_inv: np.ndarray | None = None
     k, next_cp = 0, int(cps[0])
     step, project, loss_and_grad = optimizer.step, problem.feasible.project, problem.loss_and_grad
-    bar = _progress(T, name or problem.name, progress)
+    bar = _bar(total=T, desc=name or problem.name, enabled=progress, leave=False, mininterval=0.5, unit="step")
     chunk = max(1, T // 200)
     start = time.perf_counter()
     # the loop is the hot path of every experiment: plain ufunc/method calls only (no np.* wrappers)
@@ -279,19 +280,3 @@ def _describe(opt: Adam | AdaMax) -> str:
     keys = ("lr", "beta1", "beta2", "eps", "lr_decay", "beta1_decay", "bias_correction", "amsgrad")
     parts = [f"{k}={getattr(opt, k)!r}" for k in keys if hasattr(opt, k)]
     return f"{type(opt).__name__}({', '.join(parts)})"
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, mininterval=0.5, unit="step")

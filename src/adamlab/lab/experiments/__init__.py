@@ -43,39 +43,56 @@ PathLike = str | os.PathLike[str]
 
 @dataclass(frozen=True)
 class Experiment:
-    """``run(out_dir, *, quick, data_dir, seed, progress)`` trains into ``out_dir`` (and may return the path of
-    a report it wrote itself); ``report(out_dir) -> Path`` writes the report from the saved results and
-    returns its path."""
+    """``run(out_dir, *, quick, data_dir, seed, seeds, progress, jobs, shard, device)`` trains into
+    ``out_dir`` (and may return the path of a report it wrote itself); ``report(out_dir) -> Path`` writes the
+    report from the saved results and returns its path; ``spec(quick, seed, seeds)`` is the experiment's spec
+    (for ``--list``'s estimates and ``adamlab status``)."""
 
     name: str
     description: str
     run: Callable[..., Any]
     report: Callable[[Path], Path]
+    spec: Callable[..., ExperimentSpec] | None = None
 
 
 def spec_experiment(name: str, description: str, build_spec: Callable[..., ExperimentSpec]) -> Experiment:
-    """An experiment trained by the lab's runner from ``build_spec(quick=..., seed=...)``."""
+    """An experiment trained by the lab's runner from ``build_spec(quick=..., seed=..., seeds=...)``
+    (``seeds=None``: the spec's default) and reported by :func:`adamlab.lab.report.write_report`."""
 
-    def run(out_dir: Path, *, quick: bool, data_dir: PathLike | None, seed: int, progress: bool) -> None:
+    def run(
+        out_dir: Path,
+        *,
+        quick: bool,
+        data_dir: PathLike | None,
+        seed: int,
+        progress: bool,
+        seeds: int | None = None,
+        jobs: int = 1,
+        shard: tuple[int, int] | None = None,
+        device: str | None = "cpu",
+    ) -> None:
         from adamlab.lab.runner import run_spec
 
-        run_spec(build_spec(quick=quick, seed=seed), out_dir, data_dir=data_dir, progress=progress)
+        spec = build_spec(quick=quick, seed=seed, seeds=seeds)
+        run_spec(spec, out_dir, data_dir=data_dir, progress=progress, jobs=jobs, shard=shard, device=device)
 
     def report(out_dir: Path) -> Path:
         from adamlab.lab.report import write_report
 
         return write_report(out_dir)
 
-    return Experiment(name, description, run, report)
+    return Experiment(name, description, run, report, build_spec)
 
 
-def _fig1_spec(*, quick: bool, seed: int) -> ExperimentSpec:
+def _fig1_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
     from adamlab.lab.experiments.fig1 import build_spec
 
-    return build_spec(quick=quick, seed=seed)
+    return build_spec(quick=quick, seed=seed, seeds=seeds)
 
 
-def _theory_run(out_dir: Path, *, quick: bool, data_dir: PathLike | None, seed: int, progress: bool) -> Path:
+def _theory_run(
+    out_dir: Path, *, quick: bool, data_dir: PathLike | None, seed: int, progress: bool, **_: Any
+) -> Path:
     theory = importlib.import_module("adamlab.theory.experiments")
     # Single-process numerical work; under torchrun rank 0 does it while the others wait. It writes its report.
     parallel.on_writer(lambda: theory.run(out_dir, quick=quick, seed=seed, progress=progress))
@@ -131,10 +148,18 @@ def run_experiment(
     data_dir: PathLike | None = None,
     seed: int = 0,
     progress: bool = True,
+    seeds: int | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
+    device: str | None = "cpu",
 ) -> Path:
     """Run experiment ``name`` into ``out_dir`` (resuming a previous run there), then write its report.
 
-    Returns the report's path. Raises ``ValueError`` naming the valid experiments for an unknown ``name``.
+    ``seeds``: how many seeds from ``seed`` on (``None``: the experiment's default); ``jobs``: worker
+    processes; ``shard``: ``(K, N)``, this process's slice; ``device``: ``"cpu"``/``"cuda"``/``"mps"``
+    (``None``: the best available). Returns the report's path — or, for a shard that finished its slice
+    before the other shards, the output directory (the report is written once every run is in). Raises
+    ``ValueError`` naming the valid experiments for an unknown ``name``.
     """
     experiment = _get(name)
     out = Path(out_dir) if out_dir is not None else default_out_dir(name, quick)
@@ -160,9 +185,25 @@ def run_experiment(
                 "torch_threads_default": torch.get_num_threads(),
             },
         )
-    report = experiment.run(out, quick=quick, data_dir=data_dir, seed=seed, progress=progress)
+    report = experiment.run(
+        out,
+        quick=quick,
+        data_dir=data_dir,
+        seed=seed,
+        progress=progress,
+        seeds=seeds,
+        jobs=jobs,
+        shard=shard,
+        device=device,
+    )
     if report is not None:
         return Path(report)
+    if shard is not None and (out / R.SPEC_FILE).is_file():
+        from adamlab.lab.runner import unit_states
+
+        states = unit_states(R.read_spec(out), out)
+        if states["left"] or states["running"] or states["unplanned"]:
+            return out  # other shards are still training; `adamlab report OUT` once every run is in
     path = parallel.on_writer(experiment.report, out)  # under torchrun rank 0 writes the report
     return path if path is not None else out / "report.md"
 
