@@ -681,6 +681,9 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_arguments(step)
     step.set_defaults(func=run_cli, parser=step)
+    from adamlab.bench_train import add_train_cli  # ``bench train``: the lab's epoch vs a hand-written loop
+
+    add_train_cli(commands)
     return bench
 
 

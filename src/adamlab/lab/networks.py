@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adamlab.lab.models import MLP
+from adamlab.lab.models import MLP, Objective, register_model, register_objective
+from adamlab.lab.spec import ModelSpec
 
 __all__ = [
     "HIDDEN_DROPOUT",
@@ -133,6 +134,28 @@ class VAE(nn.Module):
         return gaussian_kl(mu, logvar) - bernoulli_log_likelihood(self.decode(z), x)
 
 
-def negative_elbo(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The minibatch objective of Figure 4: the mean over examples of −ELBO (nats per example)."""
+def negative_elbo(model: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The minibatch objective of Figure 4: the mean over examples of −ELBO (nats per example). ``model`` is a
+    :class:`VAE` (or a wrapper of one, e.g. DistributedDataParallel)."""
     return model(x, generator).mean()
+
+
+def _negative_elbo_objective(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    del y  # unsupervised: the labels are not used
+    return negative_elbo(model, x, generator)
+
+
+def _build_vae(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
+    del n_classes
+    allowed = {"hidden", "latent"}
+    unknown = sorted(set(spec.options) - allowed)
+    if unknown:
+        raise ValueError(f"unknown VAE option(s) {unknown}; allowed: {sorted(allowed)}")
+    return VAE(n_features, **spec.options)
+
+
+# The lab's registries: specs name the VAE as ModelSpec(kind="vae", objective="negative_elbo").
+register_model("vae", _build_vae)
+register_objective("negative_elbo", Objective(_negative_elbo_objective, classifier=False))

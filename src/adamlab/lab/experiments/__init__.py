@@ -1,9 +1,9 @@
 """The registry of reproducible experiments: ``adamlab reproduce NAME`` runs ``EXPERIMENTS[NAME]``.
 
 An :class:`Experiment` is a name, a one-line description, a ``run`` function and a ``report`` function. The
-paper's figures are lab specs (:func:`spec_experiment` turns a spec builder into an experiment, trained by
-:func:`adamlab.lab.runner.run_spec` and reported by :func:`adamlab.lab.report.write_report`); ``"theory"``
-delegates to :mod:`adamlab.theory.experiments`, imported only when it is run.
+paper's figures and the theory are lab specs (:func:`spec_experiment` turns a spec builder into an experiment,
+trained by :func:`adamlab.lab.runner.run_spec` and reported by :func:`adamlab.lab.report.write_report`); a
+spec builder's module is imported only when it is run.
 
 :func:`run_experiment` writes ``experiment.json`` (which experiment, quick or full, seed) into the output
 directory, runs (resuming whatever is already there), and writes the report; :func:`report_experiment`
@@ -12,6 +12,7 @@ rewrites the report of a saved run from its files.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import platform
@@ -90,18 +91,10 @@ def _fig1_spec(*, quick: bool, seed: int, seeds: int | None = None) -> Experimen
     return build_spec(quick=quick, seed=seed, seeds=seeds)
 
 
-def _theory_run(
-    out_dir: Path, *, quick: bool, data_dir: PathLike | None, seed: int, progress: bool, **_: Any
-) -> Path:
-    theory = importlib.import_module("adamlab.theory.experiments")
-    # Single-process numerical work; under torchrun rank 0 does it while the others wait. It writes its report.
-    parallel.on_writer(lambda: theory.run(out_dir, quick=quick, seed=seed, progress=progress))
-    return out_dir / "report.md"
+def _theory_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
+    from adamlab.lab.experiments.theory import build_spec
 
-
-def _theory_report(out_dir: Path) -> Path:
-    theory = importlib.import_module("adamlab.theory.experiments")
-    return Path(theory.report(out_dir))
+    return build_spec(quick=quick, seed=seed, seeds=seeds)
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -110,11 +103,20 @@ EXPERIMENTS: dict[str, Experiment] = {
         "Figure 1: logistic regression on MNIST and on a sparse bag of words (Adam, SGD-Nesterov, AdaGrad, RMSProp)",
         _fig1_spec,
     ),
-    "theory": Experiment(
+    "fig2a": spec_experiment(
+        "fig2a",
+        "Figure 2a: MLP 784-1000-1000-10 with dropout on MNIST (AdaGrad, RMSProp, SGD-Nesterov, AdaDelta, Adam)",
+        _fig2a_spec,
+    ),
+    # Figure 4 adds the paper's layout (loss vs log10 α per (β1, β2)) and its own claims to the lab's report.
+    "fig4": dataclasses.replace(
+        spec_experiment("fig4", "Figure 4: VAE on MNIST, Adam with vs without bias correction", _fig4_spec),
+        report=_fig4_report,
+    ),
+    "theory": spec_experiment(
         "theory",
         "§4 and Reddi et al.: regret of Adam/AMSGrad on online convex problems, and the paper's bounds",
-        _theory_run,
-        _theory_report,
+        _theory_spec,
     ),
 }
 

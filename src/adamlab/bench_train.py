@@ -1,0 +1,336 @@
+"""``adamlab bench train NAME``: the lab's training epoch against a plain hand-written torch loop.
+
+For an experiment's model (``fig2a``: the 784-1000-1000-10 dropout MLP; ``fig4``: the VAE), both sides train
+the same model with the same optimiser (``adamlab.Adam``, α = 1e-3) on the same training set, minibatches of
+the panel's size (128), on ``threads`` torch threads, and after every epoch evaluate the objective on the whole
+training set (the lab's "training cost"):
+
+* **lab**: :func:`adamlab.lab.runner.run_spec` on the experiment's first panel with one optimiser setting and
+  one seed, into a temporary directory — everything the lab does per epoch counts: the minibatch loop, the
+  full-set evaluation, Adam's §2.1 diagnostics, the run file and the checkpoint written after every epoch.
+  An epoch's time is the interval between two consecutive epoch callbacks.
+* **hand-written**: ``for idx in randperm(n).split(128): loss = f(model(X[idx]), y[idx]); zero_grad; backward;
+  step``, then the full-set evaluation under ``no_grad`` in chunks of 16,384 — nothing else.
+
+The two alternate (lab, hand-written, lab, …) for ``rounds`` rounds of ``epochs`` epochs; the first epoch of
+every round is a warm-up and not counted. The result is the ratio of the medians, lab / hand-written (target
+≤ 1.1), with the CPU model and the load average before and after, since the machine may be shared.
+
+Run ``adamlab bench train fig2a`` (or ``fig4``); ``--examples N`` trains on the first N digits only.
+Other experiments add themselves with :func:`register_train_bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import adamlab
+from adamlab.files import write_json
+
+__all__ = [
+    "TARGET_RATIO",
+    "TRAIN_BENCHES",
+    "TrainBench",
+    "add_train_cli",
+    "handwritten_epochs",
+    "lab_epochs",
+    "register_train_bench",
+    "run_train_benchmark",
+]
+
+#: The lab's epoch may take at most this many times the hand-written loop's.
+TARGET_RATIO = 1.1
+LEARNING_RATE = 1e-3
+EVAL_CHUNK = 16384
+
+Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainBench:
+    """An experiment's model to time: ``spec()`` builds the experiment's (full) spec, whose first panel's
+    model, data and batch size are used; ``loss(model, x, y, generator)`` is the hand-written loop's mean
+    minibatch objective (the same quantity as the lab's objective)."""
+
+    name: str
+    description: str
+    spec: Callable[[], Any]
+    loss: Loss
+
+
+def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return F.cross_entropy(model(x, generator), y)
+
+
+def _elbo(model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return model(x, generator).mean()
+
+
+def _fig2a_spec() -> Any:
+    from adamlab.lab.experiments.fig2a import build_spec
+
+    return build_spec()
+
+
+def _fig4_spec() -> Any:
+    from adamlab.lab.experiments.fig4 import build_spec
+
+    return build_spec()
+
+
+TRAIN_BENCHES: dict[str, TrainBench] = {
+    "fig2a": TrainBench("fig2a", "Figure 2a: MLP 784-1000-1000-10 with dropout", _fig2a_spec, _cross_entropy),
+    "fig4": TrainBench("fig4", "Figure 4: VAE 784-500-(50+50), 50-500-784", _fig4_spec, _elbo),
+}
+
+
+def register_train_bench(bench: TrainBench) -> None:
+    """Make ``adamlab bench train <bench.name>`` time another experiment's model."""
+    TRAIN_BENCHES[bench.name] = bench
+
+
+def _bench_panel(bench: TrainBench, epochs: int, examples: int | None, dataset: Any | None) -> Any:
+    """The experiment's first panel with one optimiser (Adam, α = 1e-3), ``epochs`` epochs and, if given, the
+    first ``examples`` examples or another data set."""
+    from adamlab.lab.spec import OptimizerSpec
+
+    panel = bench.spec().panels[0]
+    data_spec = dataset if dataset is not None else panel.dataset
+    if examples is not None:
+        data_spec = dataclasses.replace(data_spec, options={**data_spec.options, "subsample": examples})
+    adam = OptimizerSpec("adam", "Adam", "adam", {}, {"lr": (LEARNING_RATE,)})
+    return dataclasses.replace(panel, dataset=data_spec, optimizers=(adam,), epochs=epochs, probes=())
+
+
+def lab_epochs(panel: Any, data_dir: str | os.PathLike[str] | None, threads: int) -> list[float]:
+    """Seconds of each of the lab's epochs after the first (the interval between epoch callbacks)."""
+    from adamlab.lab.runner import run_spec
+    from adamlab.lab.spec import ExperimentSpec
+
+    spec = ExperimentSpec(name="bench-train", title="bench", panels=(panel,), seeds=(0,))
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="adamlab-bench-train-") as tmp:
+        run_spec(
+            spec,
+            tmp,
+            data_dir=data_dir,
+            progress=False,
+            on_epoch=lambda *_: stamps.append(time.perf_counter()),
+            threads=threads,
+        )
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def handwritten_epochs(panel: Any, data: Any, loss: Loss, threads: int, seed: int = 0) -> tuple[list[float], float]:
+    """Seconds of each hand-written epoch after the first, and the final full-set objective."""
+    from adamlab.lab.models import build_model, init_parameters
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        X = torch.from_numpy(data.X)
+        y = torch.from_numpy(data.y)
+        model = build_model(panel.model, data.n_features, data.n_classes)
+        init_parameters(model, panel.model.init_std, torch.Generator().manual_seed(seed))
+        optimizer = adamlab.Adam(model.parameters(), lr=LEARNING_RATE)
+        shuffle = torch.Generator().manual_seed(seed + 1)
+        noise = torch.Generator().manual_seed(seed + 2)
+        times, cost = [], float("nan")
+        for _ in range(panel.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            for idx in torch.randperm(len(y), generator=shuffle).split(panel.batch_size):
+                value = loss(model, X[idx], y[idx], noise)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+            model.eval()
+            total = 0.0
+            with torch.no_grad():
+                for a in range(0, len(y), EVAL_CHUNK):
+                    xb, yb = X[a : a + EVAL_CHUNK], y[a : a + EVAL_CHUNK]
+                    total += float(loss(model, xb, yb, noise)) * len(yb)
+            cost = total / len(y)
+            times.append(time.perf_counter() - t0)
+        return times[1:], cost
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on this platform
+        return None
+
+
+def run_train_benchmark(
+    name: str,
+    *,
+    epochs: int = 3,
+    rounds: int = 2,
+    examples: int | None = None,
+    threads: int = 1,
+    data_dir: str | os.PathLike[str] | None = None,
+    dataset: Any | None = None,
+) -> dict[str, Any]:
+    """Time the lab's epoch and the hand-written one for experiment ``name`` (see the module docstring).
+
+    ``dataset``: a :class:`~adamlab.lab.spec.DatasetSpec` replacing the experiment's (tests use a synthetic
+    one). Returns the per-epoch times of both, their medians, ``ratio`` = lab / hand-written and whether it
+    meets :data:`TARGET_RATIO`."""
+    from adamlab.lab.datasets import load_dataset
+
+    if name not in TRAIN_BENCHES:
+        raise ValueError(f"unknown model {name!r} for bench train; valid: {', '.join(sorted(TRAIN_BENCHES))}")
+    for arg, value, low in (("epochs", epochs, 2), ("rounds", rounds, 1), ("threads", threads, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+    if examples is not None and (not isinstance(examples, int) or examples < 1):
+        raise ValueError(f"examples must be a positive integer or None, got {examples!r}")
+    bench = TRAIN_BENCHES[name]
+    panel = _bench_panel(bench, epochs, examples, dataset)
+    data = load_dataset(panel.dataset, data_dir)
+    if data.sparse:
+        raise ValueError(f"bench train times dense data only; {panel.dataset.name!r} is sparse")
+    load_before = _load()
+    lab: list[float] = []
+    hand: list[float] = []
+    cost = float("nan")
+    for _ in range(rounds):
+        lab += lab_epochs(panel, data_dir, threads)
+        times, cost = handwritten_epochs(panel, data, bench.loss, threads)
+        hand += times
+    med_lab, med_hand = statistics.median(lab), statistics.median(hand)
+    ratio = med_lab / med_hand
+    return {
+        "benchmark": "train",
+        "model": name,
+        "description": bench.description,
+        "data": data.info.get("description", panel.dataset.name),
+        "examples": data.n_examples,
+        "batch_size": panel.batch_size,
+        "epochs_per_round": epochs,
+        "rounds": rounds,
+        "threads": threads,
+        "cpu": _cpu_model(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "load_average_before": load_before,
+        "load_average_after": _load(),
+        "lab_epoch_s": lab,
+        "handwritten_epoch_s": hand,
+        "median_lab_s": med_lab,
+        "median_handwritten_s": med_hand,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "target_met": ratio <= TARGET_RATIO,
+        "handwritten_final_cost": cost,
+    }
+
+
+def _cpu_model() -> str:
+    from adamlab.bench import _cpu_model as cpu
+
+    return cpu()
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A few lines for the console."""
+    load = result["load_average_before"], result["load_average_after"]
+    return "\n".join(
+        [
+            f"bench train {result['model']}: {result['description']}",
+            f"  data: {result['data']}; batch {result['batch_size']}; {result['threads']} thread(s); "
+            f"{result['rounds']} round(s) of {result['epochs_per_round']} epochs (first of each not counted)",
+            f"  CPU: {result['cpu']}; load average (1, 5, 15 min) before {load[0]}, after {load[1]}",
+            f"  lab epoch:          median {result['median_lab_s']:.3f} s  "
+            f"({', '.join(f'{t:.3f}' for t in result['lab_epoch_s'])})",
+            f"  hand-written epoch: median {result['median_handwritten_s']:.3f} s  "
+            f"({', '.join(f'{t:.3f}' for t in result['handwritten_epoch_s'])})",
+            f"  ratio lab / hand-written: {result['ratio']:.3f} (target ≤ {result['target_ratio']}: "
+            + ("met)" if result["target_met"] else "NOT met)"),
+        ]
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", choices=sorted(TRAIN_BENCHES), help="the experiment whose model is timed")
+    parser.add_argument("--epochs", type=_positive, default=3, help="epochs per round, ≥ 2 (first is warm-up)")
+    parser.add_argument("--rounds", type=_positive, default=2, help="alternating rounds (default 2)")
+    parser.add_argument("--examples", type=_positive, default=None, help="train on this many examples only")
+    parser.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1, as the lab)")
+    parser.add_argument("--data", default=None, help="the data root (default $ADAMLAB_DATA)")
+    parser.add_argument("--out", default=None, help="also write the result as JSON to this file")
+
+
+def run_cli(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    if args.epochs < 2:
+        message = "--epochs must be at least 2 (the first epoch of each round is a warm-up)"
+        if parser is not None:
+            parser.error(message)
+        raise ValueError(message)
+    result = run_train_benchmark(
+        args.model,
+        epochs=args.epochs,
+        rounds=args.rounds,
+        examples=args.examples,
+        threads=args.threads,
+        data_dir=args.data,
+    )
+    print(format_result(result))
+    if args.out:
+        write_json(Path(args.out), result)
+        print(f"  written to {args.out}")
+    return 0
+
+
+def add_train_cli(commands: Any) -> argparse.ArgumentParser:
+    """Add ``train`` to ``adamlab bench``'s subcommands (``commands``, an argparse subparsers object)."""
+    train = commands.add_parser(
+        "train",
+        help="time the lab's training epoch against a hand-written torch loop",
+        description="Time the lab's training epoch of an experiment's model against a plain hand-written torch "
+        "loop of the same model and optimiser; print the ratio (target ≤ 1.1).",
+    )
+    add_arguments(train)
+    train.set_defaults(func=run_cli, parser=train)
+    return train
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m adamlab.bench_train fig2a [--epochs 3] [--rounds 2] [--examples N] [--out FILE.json]``."""
+    parser = argparse.ArgumentParser(prog="python -m adamlab.bench_train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv), parser)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
