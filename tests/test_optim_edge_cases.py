@@ -69,10 +69,9 @@ def test_bad_param_group_option_is_rejected_and_not_added():
 
 
 @pytest.mark.parametrize("cls", CLASSES)
-@pytest.mark.parametrize(("dtype", "kind"), [(torch.int64, "integer"), (torch.complex64, "complex")])
-def test_integer_and_complex_params_raise(cls, dtype, kind):
-    with pytest.raises(TypeError, match=f"parameter 0 of param group 0 is {kind}"):
-        cls([torch.zeros(2, dtype=dtype)])
+def test_integer_params_raise(cls):
+    with pytest.raises(TypeError, match=r"parameter 0 of param group 0 is integer \(torch.int64\)"):
+        cls([torch.zeros(2, dtype=torch.int64)])
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -84,21 +83,38 @@ def test_sparse_gradient_raises(cls):
         opt.step()
 
 
-def test_fused_refuses_what_it_cannot_take():
-    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.bfloat16))
-    p.grad = torch.ones_like(p)
-    opt = adamlab.Adam([p], impl="fused")
-    with pytest.raises(RuntimeError, match="impl='fused' needs dense contiguous float32/float64"):
-        opt.step()
-    auto = adamlab.Adam([p])  # auto falls back to the reference path for bfloat16
-    auto.step()
-    assert float(p.detach()[0]) == pytest.approx(-1e-3, rel=1e-2)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_routes_half_precision_to_the_reference_path(dtype):
+    """The kernel has no bfloat16/float16 loops yet: impl="fused" (as torch's fused=True) steps them on the
+    reference path, with the same result as impl="reference"."""
+    ps = [torch.nn.Parameter(torch.linspace(-1, 1, 8, dtype=dtype)) for _ in range(2)]
+    opts = [adamlab.Adam([ps[0]], impl="fused"), adamlab.Adam([ps[1]], impl="reference")]
+    for _ in range(3):
+        for p, opt in zip(ps, opts):
+            p.grad = torch.linspace(1, 2, 8, dtype=dtype)
+            opt.step()
+    assert torch.equal(ps[0], ps[1]) and not opts[0]._plans
+    assert float(ps[0][0]) == pytest.approx(-1 - 3e-3, rel=1e-2)  # three steps of −α (constant gradient)
+
+
+def test_fused_refuses_other_devices_naming_the_reason():
+    p = torch.empty(4, device="meta", requires_grad=True)
+    p.grad = torch.empty(4, device="meta")
+    with pytest.raises(
+        RuntimeError,
+        match="impl='fused' needs dense contiguous float32/float64 CPU tensors; "
+        "parameter 0 of param group 0 is on meta",
+    ):
+        adamlab.Adam([p], impl="fused").step()
 
 
 def test_torch_style_switches_are_accepted():
     p = torch.nn.Parameter(torch.zeros(2))
     assert adamlab.Adam([p], fused=True).param_groups[0]["impl"] == "fused"
-    assert adamlab.Adam([p], foreach=True).param_groups[0]["impl"] == "auto"
+    assert adamlab.Adam([p], foreach=True).param_groups[0]["impl"] == "foreach"
+    assert adamlab.Adam([p], differentiable=True).param_groups[0]["differentiable"] is True
+    with pytest.raises(RuntimeError, match="differentiable=True steps on the reference path"):
+        adamlab.Adam([p], fused=True, differentiable=True)
 
 
 # ---------------------------------------------------------------- non-finite gradients

@@ -158,7 +158,7 @@ class AdamFamily(Optimizer):
                 if not (p.is_floating_point() or p.is_complex()):
                     raise TypeError(
                         f"{type(self).__name__} optimizes floating-point (or complex) parameters; parameter {i} of "
-                        f"param group {len(self.param_groups) - 1} is {p.dtype}"
+                        f"param group {len(self.param_groups) - 1} is integer ({p.dtype})"
                     )
             self._check_group(group)
         except (TypeError, ValueError):
@@ -391,7 +391,7 @@ class AdamFamily(Optimizer):
             why = "uses an option the fused kernel does not implement"
         if why is not None:
             raise RuntimeError(
-                f"impl='fused' (fused=True) needs dense contiguous float32/float64 CPU tensors; "
+                f"impl='fused' needs dense contiguous float32/float64 CPU tensors; "
                 f"{where(owner if owner is not None else p)} {why}. Use impl='auto'."
             )
 
