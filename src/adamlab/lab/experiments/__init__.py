@@ -91,6 +91,24 @@ def _fig1_spec(*, quick: bool, seed: int, seeds: int | None = None) -> Experimen
     return build_spec(quick=quick, seed=seed, seeds=seeds)
 
 
+def _fig2a_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
+    from adamlab.lab.experiments.fig2a import build_spec
+
+    return build_spec(quick=quick, seed=seed, seeds=seeds)
+
+
+def _fig4_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
+    from adamlab.lab.experiments.fig4 import build_spec
+
+    return build_spec(quick=quick, seed=seed, seeds=seeds)
+
+
+def _fig4_report(out_dir: Path) -> Path:
+    from adamlab.lab.experiments.fig4 import write_report
+
+    return write_report(out_dir)
+
+
 def _theory_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
     from adamlab.lab.experiments.theory import build_spec
 
