@@ -39,8 +39,8 @@ def main() -> None:
     opt = adamlab.Adam(params)
     opt.step()
     plan = opt._plans[0]
-    group = opt.param_groups[0]
-    plan.fast_step(group)  # fills plan.grad_ptrs
+    hp = opt._hyperparameters(0, opt.param_groups[0])
+    plan.try_step(opt.param_groups[0]["params"], hp)  # fills plan.grad_ptrs
     roofline = _Roofline(sum(sizes), params)
     bridged = build.bridge()
     torch_wrapped = Optimizer.profile_hook_step(type(opt).step.__wrapped__)
@@ -54,7 +54,7 @@ def main() -> None:
 
     contenders = {
         "roofline": roofline.step,
-        "kernel call": lambda: plan._run(group, plan.grad_ptrs),
+        "kernel call": lambda: plan._run(hp, plan.grad_ptrs),
         "step": opt.step,
         "step, Python checks": python_checks,
         "step, torch's wrapper": lambda: torch_wrapped(opt),

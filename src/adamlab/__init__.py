@@ -1,7 +1,9 @@
 """adamlab: Adam (Kingma & Ba, ICLR 2015) and its variants for PyTorch and NumPy.
 
-``adamlab.Adam`` and ``adamlab.AdaMax`` are torch.optim optimizers; ``adamlab.numpy`` holds the same
-algorithms over NumPy arrays; ``adamlab.formulas`` the paper's scalar formulas.
+``adamlab.Adam`` and ``adamlab.AdaMax`` are torch.optim optimizers; ``adamlab.functional`` their update over
+lists of tensors (reference, foreach and fused implementations behind one signature);
+``adamlab.hyperparameters`` the options of each algorithm, checked once; ``adamlab.numpy`` the same algorithms
+over NumPy arrays; ``adamlab.formulas`` the paper's scalar formulas.
 """
 
 from adamlab.optim import Adam, AdaMax

@@ -10,6 +10,9 @@ Every property is checked against an independent result: torch.optim itself on t
 same optimizer on an equivalent problem (real views of complex numbers, float vs tensor lr), autograd's
 finite differences (gradcheck), or the direction of the loss.
 
+Measured (torch 2.13.0+cpu): on adamlab as of commit 0ac6e8c (before issue 14's fixes) 60 passed, 47 failed,
+20 xfailed; after them all pass except the 20 listed xfails (about 50 s on a busy 2-core machine).
+
 Where torch's error inputs check torch's exact wording of a message adamlab words differently (it names the
 argument and the allowed range in its own words), the wording check is an xfail with the reason; the error
 type is still checked.

@@ -9,6 +9,7 @@ type (``adamlab.hyperparameters``: ``hp.flags`` and ``hp.kernel_array()``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import operator
 from array import array
 from collections.abc import Sequence
@@ -59,6 +60,15 @@ def _pointers(tensors: list[torch.Tensor] | None) -> array | None:
     return array("Q", map(torch.Tensor.data_ptr, tensors)) if tensors is not None else None
 
 
+@functools.cache
+def _check_kernel_tables() -> None:
+    """Once per process, before the kernel's first use: its FLAG_* bits and HP_* order are the hyper-parameter
+    types' (``adamlab.hyperparameters.check_kernel_source``), so a drifted build fails loudly, not silently."""
+    from adamlab.hyperparameters import check_kernel_source
+
+    check_kernel_source(build.SOURCE)
+
+
 class FusedPlan:
     """The pointer arrays of one param group's fused step, built once and reused while nothing changed.
 
@@ -78,6 +88,7 @@ class FusedPlan:
     """
 
     def __init__(self, algorithm: str, keys: Sequence[str], params: list[torch.Tensor], states: list[dict]) -> None:
+        _check_kernel_tables()
         self.algorithm = algorithm
         self.keys = tuple(keys)  # first moment, second moment[, max_exp_avg_sq][, param_avg]
         self.params = params
