@@ -109,6 +109,18 @@ def _fig4_report(out_dir: Path) -> Path:
     return write_report(out_dir)
 
 
+def _fig3_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
+    from adamlab.lab.experiments.fig3 import build_spec
+
+    return build_spec(quick=quick, seed=seed, seeds=seeds)
+
+
+def _fig3_report(out_dir: Path) -> Path:
+    from adamlab.lab.experiments.fig3 import report
+
+    return report(out_dir)
+
+
 def _theory_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
     from adamlab.lab.experiments.theory import build_spec
 
@@ -130,6 +142,15 @@ EXPERIMENTS: dict[str, Experiment] = {
     "fig4": dataclasses.replace(
         spec_experiment("fig4", "Figure 4: VAE on MNIST, Adam with vs without bias correction", _fig4_spec),
         report=_fig4_report,
+    ),
+    # Figure 3 adds the paper's two-panel layout, the ε-vs-√v̂ probe and claims 1 and 3 to the lab's report.
+    "fig3": dataclasses.replace(
+        spec_experiment(
+            "fig3",
+            "Figure 3: CNN c64-c64-c128-1000 with and without dropout (Fashion-MNIST standing in for CIFAR-10)",
+            _fig3_spec,
+        ),
+        report=_fig3_report,
     ),
     "theory": spec_experiment(
         "theory",
