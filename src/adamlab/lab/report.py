@@ -28,7 +28,7 @@ from adamlab.lab import results as R
 from adamlab.lab.claims import HELD, INCONCLUSIVE, Verdict, judge
 from adamlab.lab.spec import ExperimentSpec, PanelSpec
 
-__all__ = ["PanelResults", "load_panel", "write_report"]
+__all__ = ["PanelResults", "fmt", "load_panel", "plot_curves", "save", "write_report"]
 
 FORMATS = ("png", "pdf")
 _COLORS = {
@@ -82,10 +82,12 @@ def load_panel(spec: ExperimentSpec, panel: PanelSpec, out: Path) -> PanelResult
     return PanelResults(panel, data, grid, chosen, curves)
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
+def fmt(x: float | None, digits: int = 4, kind: str = "f") -> str:
+    """The one number format of the reports: ``digits`` after the point (``kind="f"``) or significant
+    (``"g"``); a missing or non-finite value as "—"."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "—"
-    return f"{x:.{digits}f}"
+    return f"{x:.{digits}{kind}}"
 
 
 def _setting_text(setting: dict[str, Any]) -> str:
@@ -95,9 +97,12 @@ def _setting_text(setting: dict[str, Any]) -> str:
 # -- plots ---------------------------------------------------------------------------------------------------
 
 
-def _save(fig: Figure, out: Path, stem: str) -> list[Path]:
-    FigureCanvasAgg(fig)
-    return save_figure(fig, out, stem, FORMATS, dpi=150, bbox_inches="tight")
+def save(fig: Figure, out: Path, stem: str, dpi: int = 150, **savefig: Any) -> list[Path]:
+    """The one way a report saves a figure: ``<stem>.png`` and ``.pdf`` in ``out``, each atomically
+    (:func:`adamlab.files.save_figure`); returns the paths."""
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    return save_figure(fig, out, stem, FORMATS, dpi=dpi, **savefig)
 
 
 def _diagnosed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,7 +140,7 @@ def plot_curves(spec: ExperimentSpec, panels: list[PanelResults], out: Path) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(_suptitle(spec, spec.title), fontsize=11)
-    return _save(fig, out, spec.name)
+    return save(fig, out, spec.name, bbox_inches="tight")
 
 
 def _band(curves: list[list[float]]) -> tuple[list[float], list[float]]:
@@ -174,7 +179,7 @@ def plot_diagnostics(spec: ExperimentSpec, panels: list[PanelResults], out: Path
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.suptitle(_suptitle(spec, f"{spec.name}: §2.1 diagnostics over all coordinates"), fontsize=11)
-    return _save(fig, out, f"{spec.name}_diagnostics")
+    return save(fig, out, f"{spec.name}_diagnostics", bbox_inches="tight")
 
 
 # -- the Markdown report ------------------------------------------------------------------------------------
@@ -194,12 +199,12 @@ def _ours_in_words(pr: PanelResults) -> str:
         ((c[-1] if c and math.isfinite(c[-1]) else math.inf, k) for k, c in pr.curves.items()),
         key=lambda t: t[0],
     )
-    parts = [f"{pr.label(k)} {_fmt(v)}" for v, k in finals]
+    parts = [f"{pr.label(k)} {fmt(v)}" for v, k in finals]
     first = {k: c[1] for k, c in pr.curves.items() if len(c) > 1}
     lead = min(first, key=lambda k: first[k]) if first else None
     text = f"after {pr.spec.epochs} epochs the training cost is, lowest first: {'; '.join(parts)}."
     if lead is not None:
-        text += f" After the first epoch {pr.label(lead)} is lowest ({_fmt(first[lead])})."
+        text += f" After the first epoch {pr.label(lead)} is lowest ({fmt(first[lead])})."
     return text
 
 
@@ -220,7 +225,7 @@ def _grid_table(pr: PanelResults) -> list[str]:
             notes.append(f"{diverged} setting(s) diverged")
         lines.append(
             f"| {opt.label} (`{opt.optimizer}`, {fixed}) | {grid} | {_setting_text(g['best_setting'])} "
-            f"| {_fmt(g['best_final_cost'])} | {'; '.join(notes)} |"
+            f"| {fmt(g['best_final_cost'])} | {'; '.join(notes)} |"
         )
     lines.append("")
     lines.append("<details><summary>Every grid point (final training cost)</summary>")
@@ -229,7 +234,7 @@ def _grid_table(pr: PanelResults) -> list[str]:
     lines.append("| --- | --- | --- |")
     for opt in pr.spec.optimizers:
         for row in pr.grid[opt.key]["rows"]:
-            cost = _fmt(row["mean_final_cost"]) if row["mean_final_cost"] is not None else "diverged"
+            cost = fmt(row["mean_final_cost"]) if row["mean_final_cost"] is not None else "diverged"
             lines.append(f"| {opt.label} | {row['setting_id']} | {cost} |")
     lines += ["", "</details>"]
     return lines
@@ -248,8 +253,8 @@ def _diagnostics_table(pr: PanelResults) -> list[str]:
             ]
         for h in (history[0], history[-1]):
             d, s = h["diagnostics"]["step_over_lr"], h["diagnostics"]["snr"]
-            cells = [_fmt(d.get(q), 3) for q in ("q50", "q90", "q99", "max")]
-            cells += [_fmt(s.get(q), 3) for q in ("q50", "q90", "q99", "max")]
+            cells = [fmt(d.get(q), 3) for q in ("q50", "q90", "q99", "max")]
+            cells += [fmt(s.get(q), 3) for q in ("q50", "q90", "q99", "max")]
             lines.append(f"| {pr.label(key)} | {h['epoch']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -331,9 +336,17 @@ def _markdown(spec: ExperimentSpec, panels: list[PanelResults], verdicts: list[V
 
 
 def write_report(out_dir: str | os.PathLike[str]) -> Path:
-    """Write the plots and ``report.md`` of the experiment saved in ``out_dir``; return the report's path."""
+    """Write the plots and ``report.md`` of the experiment saved in ``out_dir``; return the report's path.
+
+    A spec whose ``report`` is not ``"curves"`` is reported by its experiment module's own ``write_report``
+    (``adamlab.lab.experiments.<name>``, e.g. the theory's), built from this module's toolkit."""
     out = Path(out_dir)
     spec = R.read_spec(out)
+    if spec.report != "curves":
+        import importlib
+
+        module = importlib.import_module(f"adamlab.lab.experiments.{spec.name}")
+        return Path(module.write_report(out))
     panels = [load_panel(spec, p, out) for p in spec.panels]
     verdicts = _claims(spec, {p.spec.name: p for p in panels})
     figures = plot_curves(spec, panels, out) + plot_diagnostics(spec, panels, out)

@@ -41,6 +41,8 @@ The protocol (the paper's §6, with our choices where it is silent):
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import math
 import os
 import socket
@@ -841,7 +843,12 @@ _WORKER: dict[str, Any] = {}
 def _worker_init(spec_json: str, out: str, data_dir: Any, device: str, threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
-    _WORKER.update(spec=ExperimentSpec.from_json(spec_json), out=Path(out), data_dir=data_dir, device=device)
+    spec = ExperimentSpec.from_json(spec_json)
+    # A spawned worker starts with empty registries: import the experiment's module, which registers its models
+    # and objectives (e.g. fig4's VAE) as it did in the parent.
+    if importlib.util.find_spec(f"adamlab.lab.experiments.{spec.name}") is not None:
+        importlib.import_module(f"adamlab.lab.experiments.{spec.name}")
+    _WORKER.update(spec=spec, out=Path(out), data_dir=data_dir, device=device)
 
 
 def _worker_run(unit: Unit) -> str:
@@ -929,6 +936,14 @@ def _run_spec(
         for seed in spec.seeds:
             _init_weights(panel, data, seed, out)
 
+    # The cheapest panels first (units × epochs × examples), so that panels complete one after another.
+    sizes = {
+        p.name: len(p.optimizers) * p.epochs * R.read_json(out / p.name / "data.json").get("n_examples", 1)
+        for p in spec.panels
+        if (out / p.name / "data.json").is_file()
+    }
+    todo = deque(sorted(todo, key=lambda u: -1 if u.panel is None else sizes.get(u.panel, 0)))
+
     def inline(unit: Unit) -> str:
         def show_epoch(path: Path, epoch: int, entry: dict[str, Any]) -> None:
             panel = spec.panel(unit.panel or "")
@@ -956,8 +971,9 @@ def _run_spec(
     clean = False
     try:
         while True:
-            for unit in _search_ready(spec, out, searched, shard):
-                todo.append(unit)
+            # A searched panel's extra-seed runs go first, so that panels complete one after another.
+            for unit in reversed(_search_ready(spec, out, searched, shard)):
+                todo.appendleft(unit)
                 mine.add(unit)
             while todo and len(running) < jobs:
                 unit = todo.popleft()

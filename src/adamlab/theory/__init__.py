@@ -7,7 +7,7 @@
   :mod:`~adamlab.theory.baselines`: AdaGrad, projected SGD) with projection and records
   R(T) = Σ_t f_t(θ_t) − min_{θ∈X} Σ_t f_t(θ).
 * :mod:`~adamlab.theory.bound` — Theorem 4.1's right-hand side from a run, term by term, with its preconditions.
-* :mod:`~adamlab.theory.experiments` — ``adamlab reproduce theory``: :func:`run` and :func:`report`.
+* ``adamlab reproduce theory`` is a lab experiment built on this library: :mod:`adamlab.lab.experiments.theory`.
 
 >>> import numpy as np
 >>> from adamlab.numpy import Adam

@@ -13,7 +13,6 @@ rewrites the report of a saved run from its files.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import platform
 from collections.abc import Callable

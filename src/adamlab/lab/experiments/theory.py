@@ -1,4 +1,4 @@
-"""``adamlab reproduce theory``: the convergence theory of §4–§5, executable, in three experiments.
+"""``adamlab reproduce theory``: the convergence theory of §4–§5, executable, as a lab experiment of three tasks.
 
 1. ``logistic`` — online logistic regression with sparse features (the setting §4's remark on sparse
    gradients favours): Adam with the theory's schedule (α_t = α/√t, β1,t = β1·λ^(t−1), ε = 0), AdaGrad and
@@ -12,20 +12,28 @@
 3. ``limits`` — §5: Adam with β1 = 0, α_t = α/√t and bias correction approaches AdaGrad's trajectory as
    β2 → 1; the gap max_t ‖θ_t^Adam − θ_t^AdaGrad‖∞ against 1 − β2 (and without bias correction, which does not).
 
-Each experiment writes ``<name>.json`` (atomically) into the output directory; :func:`report` rebuilds the
-plots and ``report.md`` from those files alone. Everything is deterministic given the seed.
+Each is a task of the lab (:class:`~adamlab.lab.spec.TaskSpec`, registered here as ``"theory.<name>"``), trained
+by the lab's runner (resume, locks, ``--jobs``, ``--shard``, ``adamlab status``) into ``tasks/<name>_seed<S>.json``;
+:func:`write_report` (in :mod:`~adamlab.lab.experiments.theory_report`) rebuilds the plots and ``report.md`` from
+those files alone. Everything is deterministic given the seed. The library (problems, regret, the bound) is
+:mod:`adamlab.theory`.
+
+The regret-vs-bound crossing of the C = 3 counterexample is found at every round t ≤ ``T_cross`` (a run with a
+checkpoint at each round), not at log-spaced checkpoints only.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from adamlab.files import read_json, write_json
+from adamlab.lab.runner import register_task
+from adamlab.lab.spec import ExperimentSpec, TaskSpec
 from adamlab.numpy import Adam
+from adamlab.progress import progress as progress_bar
 from adamlab.theory.baselines import AdaGrad, OnlineGradientDescent
 from adamlab.theory.bound import check_preconditions, theorem41_bound
 from adamlab.theory.problems import (
@@ -66,6 +74,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
             "checkpoints": 150,
             "sweep_T": 10000,
             "sweep_alphas": [0.01, 0.1, 1.0, 10.0],
+            "T_cross": 1000,
         },
         "limits": {
             "T": 2000,
@@ -97,6 +106,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
             "checkpoints": 60,
             "sweep_T": 2000,
             "sweep_alphas": [0.1, 1.0, 10.0],
+            "T_cross": 1000,
         },
         "limits": {"T": 300, "dim": 20, "active": 4, "alpha": 0.3, "one_minus_beta2": [1e-1, 1e-3, 1e-5]},
     },
@@ -151,11 +161,7 @@ def _halving(T: int, n: int) -> np.ndarray:
 
 
 def _progress(iterable, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False)
+    return progress_bar(iterable, desc=desc, enabled=enabled, leave=False)
 
 
 # ------------------------------------------------------------------------------------------ experiment 1
@@ -266,7 +272,34 @@ def _reddi_C(cfg: dict, progress: bool) -> dict:
             entry["bound_exceeded_from"] = int(run.checkpoints[last_below + 1]) if stays else None
         res["optimizers"][name] = entry
     res["limit_avg_regret_adam_at_plus1"] = 2 * (C - 2) / 3
+    res["crossing"] = bound_crossing(C, alpha, int(cfg.get("T_cross", 1000)))
     return res
+
+
+def bound_crossing(C: float, alpha: float, T: int) -> dict[str, Any]:
+    """Where Adam's regret on f_t = C·x if t mod 3 = 1 else −x (β1 = 0, β2 = 1/(1+C²), α/√t, ε = 0) crosses
+    Theorem 4.1's bound, checked at every round t ≤ T: the first round with R(t) > bound, the rounds after it
+    with R(t) ≤ bound again (and their residues mod 3), and the round from which R(t) stays above (``None``
+    if it never passes the bound, or does not stay above by T)."""
+    P = reddi_counterexample(T, C)
+    opt = Adam(lr=alpha, betas=(0.0, 1.0 / (1.0 + C * C)), eps=0.0, lr_decay="sqrt")
+    run = run_online(P, opt, checkpoints=np.arange(1, T + 1))
+    bound = np.array([b.total for b in theorem41_bound(run, opt)])
+    t = run.checkpoints
+    above = run.regret > bound
+    if not above.any():
+        return {"T": T, "first_above": None, "below_after": [], "residues_mod3": [], "above_from": None}
+    first = int(t[np.argmax(above)])
+    below = t[(~above) & (t > first)]
+    stays = not (below.size and int(below[-1]) == T)
+    return {
+        "T": T,
+        "first_above": first,
+        "below_after": [int(x) for x in below],
+        "residues_mod3": sorted({int(x) % 3 for x in below}),
+        "last_below": int(below[-1]) if below.size else None,
+        "above_from": (int(below[-1]) + 1 if below.size else first) if stays else None,
+    }
 
 
 def _reddi_1010(cfg: dict, seed: int, progress: bool) -> tuple[dict, dict]:
@@ -367,56 +400,33 @@ def experiment_limits(cfg: dict, seed: int, progress: bool) -> dict:
     return {"problem": repr(P), "alpha": a, "T": T, "rows": rows, "slope": slope}
 
 
-# -------------------------------------------------------------------------------------------- files, run
+# ------------------------------------------------------------------------------------------ the lab spec
 
 
 _RUNNERS = {"logistic": experiment_logistic, "counterexample": experiment_counterexample, "limits": experiment_limits}
+for _name, _fn in _RUNNERS.items():
+    register_task(f"theory.{_name}", _fn)
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Path:
-    """Run the three experiments into ``out_dir`` (``<name>.json``, plots, ``report.md``); return report.md.
-
-    Resumable: an experiment whose JSON already exists is skipped — if it was made with the same ``quick`` and
-    ``seed``; otherwise this raises ValueError rather than mixing settings in one report.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def build_spec(*, quick: bool = False, seed: int = 0, seeds: int | None = None) -> ExperimentSpec:
+    """The theory experiment as a lab spec: three tasks (no training panels), one seed by default."""
     mode = "quick" if quick else "full"
-    for name in EXPERIMENTS:
-        path = out_dir / f"{name}.json"
-        if path.exists():
-            meta = read_json(path)
-            if meta.get("mode") != mode or meta.get("seed") != seed:
-                raise ValueError(
-                    f"{path} was made with mode={meta.get('mode')!r}, seed={meta.get('seed')!r}, not "
-                    f"mode={mode!r}, seed={seed!r}: use another out_dir or delete it"
-                )
-            continue
-        cfg = SETTINGS[mode][name]
-        start = time.perf_counter()
-        results = _RUNNERS[name](cfg, seed, progress)
-        record = {
-            "experiment": name,
-            "mode": mode,
-            "seed": seed,
-            "settings": cfg,
-            "seconds": time.perf_counter() - start,
-            "results": results,
-        }
-        write_json(path, record)
-    return report(out_dir)
+    n = 1 if seeds is None else seeds
+    if n < 1:
+        raise ValueError(f"seeds must be >= 1, got {n}")
+    return ExperimentSpec(
+        name="theory",
+        title="The theory, executable: regret, Theorem 4.1, and the counterexample to its proof",
+        tasks=tuple(TaskSpec(name, f"theory.{name}", SETTINGS[mode][name]) for name in EXPERIMENTS),
+        seeds=tuple(range(seed, seed + n)),
+        quick=quick,
+        report="theory",
+        notes=(f"Mode: {mode}.",),
+    )
 
 
-def report(out_dir: Path) -> Path:
-    """Re-make the plots and ``report.md`` from the saved JSON files only (never re-runs anything)."""
-    from adamlab.theory.plots import write_report
+def write_report(out_dir: Path) -> Path:
+    """Plots and ``report.md`` from the saved task results (:mod:`~adamlab.lab.experiments.theory_report`)."""
+    from adamlab.lab.experiments.theory_report import write_report as write
 
-    out_dir = Path(out_dir)
-    found = {}
-    for name in EXPERIMENTS:
-        path = out_dir / f"{name}.json"
-        if path.exists():
-            found[name] = read_json(path)
-    if not found:
-        raise FileNotFoundError(f"no results (*.json of {', '.join(EXPERIMENTS)}) in {out_dir}")
-    return write_report(found, out_dir)
+    return write(Path(out_dir))

@@ -1,6 +1,7 @@
-"""Plots (PNG + PDF, matplotlib's Agg canvas) and ``report.md`` for ``adamlab reproduce theory``.
+"""Plots (PNG + PDF) and ``report.md`` for ``adamlab reproduce theory``, with the lab's report toolkit.
 
-Everything here reads the saved JSON records of :mod:`adamlab.theory.experiments` and nothing else.
+Everything here reads the saved task results of :mod:`adamlab.lab.experiments.theory` (``tasks/*.json``,
+written by the lab's runner) and nothing else.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adamlab.files import atomic_write_text, save_figure
+from adamlab.lab import results as R
+from adamlab.lab.report import fmt, save
 
 COLORS = {"Adam": "tab:red", "AMSGrad": "tab:blue", "AdaGrad": "tab:green", "SGD": "tab:gray"}
 
@@ -20,9 +22,9 @@ def _arr(x) -> np.ndarray:
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[str]:
-    """Save ``fig`` as <stem>.png and <stem>.pdf, each atomically; return the file names."""
+    """Save ``fig`` as <stem>.png and <stem>.pdf; return the file names."""
     fig.tight_layout()  # once; (constrained layout or bbox_inches="tight" per file cost seconds each)
-    return [p.name for p in save_figure(fig, out_dir, stem, dpi=110)]
+    return [p.name for p in save(fig, out_dir, stem, dpi=110)]
 
 
 def _figure(nrows: int, ncols: int, size: tuple[float, float]):
@@ -142,9 +144,7 @@ def plot_limits(rec: dict, out_dir: Path) -> str:
 
 
 def _f(x, digits: int = 4) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.{digits}g}"
+    return fmt(x, digits, "g")
 
 
 def _x(x) -> str:
@@ -229,8 +229,22 @@ def _lines_counterexample(rec: dict) -> list[str]:
         f"- **Theorem 4.1 is violated**: its preconditions hold for this Adam (β1 = 0 so β1,t = β1·λ^(t−1) for every "
         f"λ, γ = 0, α_t = α/√t, ε = 0), yet at T = {s['T_c']} the measured R(T) = {_f(a['regret_final'])} > bound "
         f"{_f(b['total'])} (terms {_f(b['term1'])} + {_f(b['term2'])} + {_f(b['term3'])}, λ → 0)"
-        + (f"; R(T) stays above the bound from T = {frm} on." if frm else ".")
+        + (f"; R(T) stays above the bound from T = {frm} on (log-spaced checkpoints)." if frm else ".")
     )
+    cross = rc.get("crossing")
+    if cross and cross["first_above"] is not None:
+        res = ", ".join(str(r) for r in cross["residues_mod3"])
+        dips = (
+            f"dips back below it at {len(cross['below_after'])} rounds (t mod 3 ∈ {{{res}}}) up to "
+            f"t = {cross['last_below']}"
+            if cross["below_after"]
+            else "never dips below it again"
+        )
+        stay = f"stays above from t = {cross['above_from']} on" if cross["above_from"] else "does not stay above"
+        out.append(
+            f"- **Checked at every round t ≤ {cross['T']}**: R(t) first exceeds the bound at t = "
+            f"{cross['first_above']}, {dips}, and {stay}."
+        )
     out += ["", f"**f_t = 1010·x if t mod 101 = 1, else −10·x** (β1 = 0.9, β2 = 0.99, T = {s['T_periodic']}):", ""]
     lim = f" (θ = +1 costs 20/101 = {_f(ron['limit_avg_regret_adam_at_plus1'])})"
     for name, e in ron["optimizers"].items():
@@ -280,15 +294,23 @@ def _lines_limits(rec: dict) -> list[str]:
     ]
 
 
-def write_report(records: dict[str, dict], out_dir: Path) -> Path:
-    """Plots for every record present and ``report.md`` (atomically); returns the path of report.md."""
+def write_report(out_dir: Path) -> Path:
+    """Plots for every task result present and ``report.md`` (atomically); returns the path of report.md."""
     out_dir = Path(out_dir)
-    modes = sorted({rec["mode"] for rec in records.values()})
-    seeds = sorted({rec["seed"] for rec in records.values()})
+    spec = R.read_spec(out_dir)
+    seed = spec.seeds[0]
+    records = {}
+    for task in spec.tasks:
+        path = R.task_path(out_dir, task.name, seed)
+        if path.is_file():
+            records[task.name] = R.read_json(path)
+    if not records:
+        raise R.ResultsError(f"no task results in {out_dir / 'tasks'}: the theory experiment has not run; rerun it")
+    mode = "quick" if spec.quick else "full"
     lines = [
-        "# The theory, executable: regret, Theorem 4.1, and the counterexample to its proof",
+        f"# {spec.title}",
         "",
-        f"Mode: {', '.join(modes)}; seed: {', '.join(map(str, seeds))}. Run times: "
+        f"Mode: {mode}; seed: {seed}. Run times: "
         + ", ".join(f"{name} {rec['seconds']:.1f} s" for name, rec in records.items())
         + ". Made by `adamlab reproduce theory`.",
         "",
@@ -307,5 +329,5 @@ def write_report(records: dict[str, dict], out_dir: Path) -> Path:
         lines += ["## 3. §5: Adam → AdaGrad as β2 → 1", ""]
         lines += [*_lines_limits(records["limits"]), "", f"![gap]({stem}.png)", ""]
     path = out_dir / "report.md"
-    atomic_write_text(path, "\n".join(lines))
+    R.atomic_write_text(path, "\n".join(lines))
     return path
