@@ -96,6 +96,18 @@ def _fig2a_spec(*, quick: bool, seed: int, seeds: int | None = None) -> Experime
     return build_spec(quick=quick, seed=seed, seeds=seeds)
 
 
+def _fig2b_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
+    from adamlab.lab.experiments.fig2b import build_spec
+
+    return build_spec(quick=quick, seed=seed, seeds=seeds)
+
+
+def _fig2b_report(out_dir: Path) -> Path:
+    from adamlab.lab.experiments.fig2b import write_report
+
+    return write_report(out_dir)
+
+
 def _fig4_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
     from adamlab.lab.experiments.fig4 import build_spec
 
@@ -136,6 +148,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         "fig2a",
         "Figure 2a: MLP 784-1000-1000-10 with dropout on MNIST (AdaGrad, RMSProp, SGD-Nesterov, AdaDelta, Adam)",
         _fig2a_spec,
+    ),
+    # Figure 2b: SFO (adamlab.baselines) as an epoch driver; wall-clock, memory and dropout verdicts in its report.
+    "fig2b": dataclasses.replace(
+        spec_experiment(
+            "fig2b", "Figure 2b: Adam vs SFO on MNIST (MLP, per pass and wall-clock; memory; dropout)", _fig2b_spec
+        ),
+        report=_fig2b_report,
     ),
     # Figure 4 adds the paper's layout (loss vs log10 α per (β1, β2)) and its own claims to the lab's report.
     "fig4": dataclasses.replace(
