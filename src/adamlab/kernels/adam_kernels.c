@@ -421,10 +421,13 @@ GENERIC_LOOPS(avx512, TARGET_AVX512, double)
  * loop reaches ~0.6-0.8; out of cache both are memory-bound, this one with more headroom.
  *
  * What makes it lean:
- *  - the division is a reciprocal estimate (rcp14) refined by one Newton step, q·(2 − d·q): relative error
- *    about 2^-28 before rounding, within an ulp or so of the exact quotient; √v stays exact. (√v and a
- *    division cost about 10 cycles per 16 lanes each on the same divider unit: the generic loop is bound by
- *    that, not by memory, whenever the data is in cache.) Lanes whose denominator is not a positive normal
+ *  - the division is a reciprocal estimate (rcp14) refined by one Newton step, q·(2 − d·q), and the
+ *    quotient r = (step·m)·q then corrected once with its residual, r + q·(step·m − d·r) (two FMAs): as
+ *    accurate as the exact division on average (measured: scripts/float32_drift.py, one-step error 0.29 ulp
+ *    mean, as torch's fused step; without the correction 0.32), at a fraction of its cost; √v stays exact.
+ *    (√v and a division cost about 10 cycles per 16 lanes each on the same divider unit: the generic loop
+ *    is bound by that, not by memory, whenever the data is in cache.) Lanes whose denominator is not a
+ *    positive normal
  *    number (ε = 0 with v = 0, overflow to ∞, subnormal ε) take the exact division instead, per lane, and
  *    0 where the denominator is not positive, as the generic loop;
  *  - non-finite gradients are found with one fpclass and left untouched by masked stores (no blends);
@@ -475,6 +478,7 @@ GENERIC_LOOPS(avx512, TARGET_AVX512, double)
             q = _mm512_mul_ps(q, _mm512_fnmadd_ps(den, q, two));                                     \
             const __m512 sm = _mm512_mul_ps(step, mn);                                               \
             __m512 r = _mm512_mul_ps(sm, q);                                                         \
+            r = _mm512_fmadd_ps(q, _mm512_fnmadd_ps(den, r, sm), r); /* r + q·(sm − den·r) */        \
             /* fpclass 0xFF: anything but a positive normal finite number. */                        \
             const __mmask16 special = _mm512_fpclass_ps_mask(den, 0xFF) & ok;                        \
             if (__builtin_expect(special != 0, 0)) {                                                 \
@@ -538,6 +542,7 @@ ADAM_AVX512_WD(1, 1)
             q = _mm512_mul_ps(q, _mm512_fnmadd_ps(un, q, two));                                      \
             const __m512 sm = _mm512_mul_ps(step, mn);                                               \
             __m512 r = _mm512_mul_ps(sm, q);                                                         \
+            r = _mm512_fmadd_ps(q, _mm512_fnmadd_ps(un, r, sm), r); /* r + q·(sm − u·r) */           \
             const __mmask16 special = _mm512_fpclass_ps_mask(un, 0xFF) & ok;                         \
             if (__builtin_expect(special != 0, 0)) {                                                 \
                 const __mmask16 pos = _mm512_cmp_ps_mask(un, zero, _CMP_GT_OQ);                      \
