@@ -117,23 +117,6 @@ def test_best_cell():
     assert judge_best_cell(diverged)["status"] == "inconclusive"
 
 
-def test_cells_from_grid():
-    grid = {
-        "optimizers": {
-            cell_key(0.9, 0.999, True): {
-                "rows": [
-                    {"setting": {"lr": 1e-3}, "mean_final_cost": 101.5},
-                    {"setting": {"lr": 1e-1}, "mean_final_cost": None},
-                ]
-            }
-        }
-    }
-    cells = fig4.cells_from_grid(grid)
-    assert cells == [Cell(0.9, 0.999, True, -3, 101.5), Cell(0.9, 0.999, True, -1, None)]
-    assert [c.finite for c in cells] == [True, False]
-    assert np.isclose(10.0 ** cells[0].log10_alpha, 1e-3)
-
-
 def _pixels(options, data_dir):
     from adamlab.lab.datasets import TrainingData
 

@@ -56,9 +56,15 @@ __all__ = [
     "Cell",
     "build_spec",
     "cell_key",
+    "collect_cells",
+    "early_is_prefix_of_late",
     "judge_best_cell",
     "judge_instability",
     "parse_key",
+    "plot_alpha_panels",
+    "report_section",
+    "unstable_cells",
+    "write_report",
 ]
 
 BETA1 = (0.0, 0.9)
@@ -275,19 +281,6 @@ def judge_best_cell(cells: list[Cell], tolerance: float = TOLERANCE) -> dict[str
         f"({where(rival)}); advantage {g:.1%} (margin {tolerance:.0%})"
     )
     return {"claim": claim, "status": status, "reason": text, "advantage": g}
-
-
-def cells_from_grid(grid: Mapping[str, Any]) -> list[Cell]:
-    """The cells of one panel from its ``grid.json`` (``{"optimizers": {key: {"rows": [...]}}}``): each row's
-    setting ``lr`` and its mean final cost (``None`` when a seed diverged)."""
-    cells = []
-    for key, entry in grid["optimizers"].items():
-        b1, b2, bc = parse_key(key)
-        for row in entry["rows"]:
-            lr = float(row["setting"]["lr"])
-            loss = row.get("mean_final_cost")
-            cells.append(Cell(b1, b2, bc, round(math.log10(lr)), None if loss is None else float(loss)))
-    return cells
 
 
 # -- reading the results (whatever has finished) ------------------------------------------------------------
