@@ -181,3 +181,33 @@ def test_isa_option_refuses_a_build_the_cpu_cannot_run(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--isa", "avx2"])
     assert "--isa avx2: this CPU cannot run that build; it runs scalar (or auto)" in capsys.readouterr().err
+
+
+def test_contenders_option(capsys):
+    """``--contenders`` runs just those (names as in the table); an unknown name is refused, naming the choices."""
+    parser = argparse.ArgumentParser(prog="adamlab")
+    bench.add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", "step", "--contenders", "adamlab Adam", "roofline"])
+    assert args.contenders == ["adamlab Adam", "roofline"]
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--contenders", "adamlab Adam", "SGD"])
+    assert "--contenders: unknown 'SGD'; choose from" in capsys.readouterr().err
+
+
+def test_deepspeed_targets_only_where_it_ran():
+    rows = [
+        {"layout": "small", "threads": 1, "contender": c, "median_s": s}
+        for c, s in (("roofline", 1.0), ("adamlab Adam", 2.0), ("adamlab AdaMax", 4.0), (bench.TORCH_FUSED, 6.0))
+    ]
+    result = {"results": [dict(r) for r in rows]}
+    bench._add_ratios(result["results"])
+    assert not any(t["field"] == "vs_deepspeed" for t in bench.check_targets(result))
+    result = {
+        "results": [*map(dict, rows), {"layout": "small", "threads": 1, "contender": bench.DEEPSPEED, "median_s": 3.0}]
+    }
+    bench._add_ratios(result["results"])
+    checks = {(t["contender"], t["layout"]): t for t in bench.check_targets(result) if t["field"] == "vs_deepspeed"}
+    assert checks[("adamlab Adam", "small")]["value"] == pytest.approx(1.5) and checks[("adamlab Adam", "small")]["met"]
+    assert checks[("adamlab AdaMax", "small")]["value"] == pytest.approx(0.75)
+    assert checks[("adamlab AdaMax", "small")]["met"] is False
+    assert checks[("adamlab Adam", "flat")]["met"] is None  # not run
