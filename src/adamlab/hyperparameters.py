@@ -15,6 +15,7 @@ Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015: §2 (Algor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from array import array
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ class _Shared:
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return _option_names(cls)  # type: ignore[arg-type]
 
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> Any:
@@ -119,7 +120,7 @@ class _Shared:
         """β̄ of the temporal average (§7.2): ``averaging_beta``, else β2."""
         return F.averaging_beta(self.beta2, self.averaging_beta)
 
-    @property
+    @functools.cached_property
     def state_keys(self) -> tuple[str, ...]:
         """The state tensors a parameter carries besides ``step``."""
         keys = list(self.moment_keys)
@@ -131,14 +132,14 @@ class _Shared:
 
     # -------------------------------------------------------------- the fused kernel's view
 
-    @property
+    @functools.cached_property
     def in_kernel(self) -> bool:
         """Whether the fused kernel implements every option set here (see ``_option(kernel=False)``)."""
         return all(
             f.metadata.get("kernel", True) or getattr(self, f.name) == f.default for f in dataclasses.fields(self)
         )
 
-    @property
+    @functools.cached_property
     def flags(self) -> int:
         """The kernel's option bits (``FLAG_*`` of adam_kernels.c)."""
         bits = 0
@@ -148,7 +149,12 @@ class _Shared:
         return bits
 
     def kernel_array(self) -> array:
-        """The kernel's ``hp`` argument: float64 values in the order of ``HP_*`` (see :data:`KERNEL_ARRAY`)."""
+        """The kernel's ``hp`` argument: float64 values in the order of ``HP_*`` (see :data:`KERNEL_ARRAY`).
+        Built once per hyper-parameter object (the kernel only reads it)."""
+        return self._kernel_array
+
+    @functools.cached_property
+    def _kernel_array(self) -> array:
         lam = 1.0 if self.beta1_decay is None else self.beta1_decay
         return array("d", (self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, lam, self.average_beta))
 
@@ -189,6 +195,11 @@ class AdaMaxHyperparameters(_Shared):
 
 
 Hyperparameters = AdamHyperparameters | AdaMaxHyperparameters
+
+
+@functools.cache
+def _option_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def check_kernel_source(source: str | Path | None = None) -> None:

@@ -104,18 +104,18 @@ class FusedPlan:
         self.grad_ptrs = array("Q", bytes(8 * len(params)))  # filled by the bridge
         self.bridge_args: tuple | None = None
 
-    def try_step(self, group_params: list[torch.Tensor], hp: Any) -> array | None:
+    def try_step(self, group_params: list[torch.Tensor], hp: Any) -> int | None:
         """Step if the plan still holds for the group's parameters ``group_params`` and ``hp``; else None and
-        nothing done (the caller rebuilds). Returns the number of non-finite gradient entries per tensor (their
-        coordinates were left unchanged)."""
-        if self.keys != hp.state_keys:
+        nothing done (the caller rebuilds). Returns the number of non-finite gradient entries (per tensor in
+        ``self.nonfinite``; their coordinates were left unchanged)."""
+        if self.keys != hp.state_keys or not hp.in_kernel:
             return None
         bridge = build.bridge()
         if bridge is not None:
             args = self.bridge_args or self._bridge_args()
             bad = bridge.step(group_params, *args, hp.kernel_array(), hp.flags, torch.get_num_threads())
             if bad >= 0:
-                return self.nonfinite
+                return bad
         # In Python: also where the plan covers only the parameters that have a gradient (the bridge refuses).
         grads = [p.grad for p in group_params]
         params = group_params
@@ -124,8 +124,7 @@ class FusedPlan:
             grads = [p.grad for p in params]
         if not self.matches(params) or not self._gradients_fit(grads):  # type: ignore[arg-type]
             return None
-        self._run(hp, array("Q", map(torch.Tensor.data_ptr, grads)))  # type: ignore[arg-type]
-        return self.nonfinite
+        return self._run(hp, array("Q", map(torch.Tensor.data_ptr, grads)))  # type: ignore[arg-type]
 
     def matches(self, params: list[torch.Tensor]) -> bool:
         """Whether the plan still describes ``params`` and their state (the Python half of :meth:`try_step`).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import warnings
 from collections.abc import Callable, Iterator
 from itertools import chain
@@ -177,7 +178,7 @@ class AdamFamily(Optimizer):
         cache: dict[int, tuple[tuple, Any]] = self.__dict__.setdefault("_hp_cache", {})  # index -> (values, hp)
         values = tuple(map(group.get, self.hyperparameters.option_names()))
         cached = cache.get(index)
-        if cached is not None and all(map(_same, cached[0], values)):
+        if cached is not None and (all(map(operator.is_, cached[0], values)) or all(map(_same, cached[0], values))):
             return cached[1]
         hp = self.hyperparameters.from_group(group)
         cache[index] = (values, hp)
@@ -262,10 +263,10 @@ class AdamFamily(Optimizer):
         plans: dict[int, FusedPlan] = self.__dict__.setdefault("_plans", {})
         plan = plans.pop(index, None)
         if plan is not None and group["impl"] in ("auto", "fused") and not group["differentiable"]:
-            counts = plan.try_step(group["params"], hp)
-            if counts is not None:
+            bad = plan.try_step(group["params"], hp)
+            if bad is not None:
                 plans[index] = plan
-                return _nonfinite_report(index, plan.params, counts, group["params"]) if any(counts) else []
+                return _nonfinite_report(index, plan.params, plan.nonfinite, group["params"]) if bad else []
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return []
