@@ -141,7 +141,7 @@ def test_tiny_run_end_to_end(tmp_path):
     run = json.loads((out / "no_dropout" / "runs" / "adagrad" / "lr=0.01_seed0.json").read_text())
     fractions = [(h.get("probes") or {}).get(fig3.PROBE, {}).get("fraction") for h in run["history"]]
     assert fractions[0] is None and all(0.0 <= f <= 1.0 for f in fractions[1:])
-    sgd = json.loads((out / "dropout" / "runs" / "sgd_nesterov" / "lr=0.03_seed1.json").read_text())
+    sgd = json.loads((out / "dropout" / "runs" / "sgd_nesterov" / "lr=0.01_seed1.json").read_text())
     assert all(not (h.get("probes") or {}).get(fig3.PROBE) for h in sgd["history"])
     report = fig3.report(out).read_text()
     assert "Figure 3: the paper's layout" in report and "(QUICK RUN)" in report
