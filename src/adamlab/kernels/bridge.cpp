@@ -176,7 +176,8 @@ using adamax_step_t = int64_t (*)(int, int64_t, const int64_t *, void *const *, 
  * gather, then, if it returned 0, one call of the kernel: ``kernel`` is the address of adamlab_adam_step (or,
  * with is_adamax, adamlab_adamax_step); ``arrays`` the addresses (ints, 0 for none) of the pointer arrays of
  * m, v (u), v_max and θ̄, of the step counters and of the per-tensor non-finite counts; ``hp`` the
- * hyper-parameters (float64 buffer), ``flags`` the option bits. The kernel runs without the GIL.
+ * hyper-parameters (float64 buffer: ``AdamHyperparameters.kernel_array()``), ``flags`` the option bits
+ * (``.flags``); both are passed through to the kernel untouched. The kernel runs without the GIL.
  *
  * Returns −1 (the plan no longer describes the group), −2 (a gradient the kernel cannot take), or the
  * number of non-finite gradient entries of the step (≥ 0).
@@ -190,9 +191,12 @@ PyObject *step(PyObject *, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O!OOiO!O!O!OKi(KKKKKK)y*ii", PLAN_ARGS(pl), &kernel, &is_adamax, &m, &v, &vmax,
                           &avg, &steps, &nonfinite, &hp, &flags, &nthreads))
         return nullptr;
-    if (hp.len != 7 * 8) {
+    // How many values the kernel reads (HP_COUNT) is the hyper-parameter type's business: its KERNEL_ARRAY is
+    // checked against adam_kernels.c's HP_* enum before the first fused step (hyperparameters.py), so no count
+    // is written here; the bridge only insists on a buffer of float64 values.
+    if (hp.len == 0 || hp.len % 8 != 0) {
         PyBuffer_Release(&hp);
-        PyErr_SetString(PyExc_ValueError, "step: hp must hold 7 float64 values");
+        PyErr_SetString(PyExc_ValueError, "step: hp must hold float64 values (adamlab.hyperparameters.KERNEL_ARRAY)");
         return nullptr;
     }
     PlanBuffers buffers;
