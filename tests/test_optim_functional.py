@@ -115,3 +115,32 @@ def test_fused_names_non_contiguity():
     conv(torch.randn(1, 3, 5, 5).to(memory_format=torch.channels_last)).sum().backward()
     with pytest.raises(RuntimeError, match="parameter 0 of param group 0 has the parameter channels_last"):
         opt.step()
+
+
+def test_a_new_option_is_declared_once():
+    """docs/optimizers.md, "How to add an option", step 1: a field on the hyper-parameter type makes a keyword
+    option, a param-group key checked by name, and (kernel=False) keeps groups that set it off the kernel."""
+    from dataclasses import dataclass
+
+    from adamlab.hyperparameters import option
+
+    @dataclass(frozen=True)
+    class WithNesterov(AdamHyperparameters):
+        nesterov: bool = option(False, "Nesterov momentum (a demonstration)", kernel=False)
+
+    class NesterovAdam(adamlab.Adam):
+        hyperparameters = WithNesterov
+
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    on, off = NesterovAdam([p], nesterov=True), NesterovAdam([q])
+    assert on.param_groups[0]["nesterov"] is True and off.state_dict()["param_groups"][0]["nesterov"] is False
+    for opt, x in ((on, p), (off, q)):
+        x.grad = torch.ones(3)
+        opt.step()
+    assert not on._plans and (bool(off._plans) == build.available())  # only the default may take the kernel
+    with pytest.raises(RuntimeError, match="uses an option the fused kernel does not implement"):
+        r = torch.nn.Parameter(torch.ones(3))
+        r.grad = torch.ones(3)
+        NesterovAdam([r], nesterov=True, impl="fused").step()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nesterof'"):
+        NesterovAdam([p], nesterof=True)

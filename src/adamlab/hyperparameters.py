@@ -41,7 +41,7 @@ KERNEL_ARRAY = ("LR", "BETA1", "BETA2", "EPS", "WD", "BETA1_DECAY", "AVG_BETA")
 FLAG_BITS = {name: 1 << i for i, (name, _, _) in enumerate(KERNEL_FLAGS)}
 
 
-def _option(default: Any, doc: str, *, kernel: bool = True) -> Any:
+def option(default: Any, doc: str, *, kernel: bool = True) -> Any:
     """A field of a hyper-parameter type. ``kernel=False``: the fused kernel does not implement the option yet,
     so a group that sets it away from its default takes the torch paths (reference or foreach)."""
     return field(default=default, metadata={"doc": doc, "kernel": kernel})
@@ -51,17 +51,17 @@ def _option(default: Any, doc: str, *, kernel: bool = True) -> Any:
 class _Shared:
     """The options Adam and AdaMax share (documented on each class)."""
 
-    lr: float = _option(1e-3, "α ≥ 0, the step size (a number or a one-element tensor)")
-    betas: tuple[float, float] = _option((0.9, 0.999), "(β1, β2), each in [0, 1)")
-    eps: float = _option(1e-8, "ε ≥ 0")
-    weight_decay: float = _option(0.0, "λ_wd ≥ 0: L2 (added to g) or, decoupled, AdamW's")
-    maximize: bool = _option(False, "ascend the objective (g ← −g)")
-    decoupled_weight_decay: bool = _option(False, "AdamW: θ ← θ − α_t·λ_wd·θ before the step")
-    bias_correction: bool = _option(True, "divide by 1 − β^t (§3); False is RMSProp with momentum")
-    lr_decay: str | None = _option(None, 'None or "sqrt" (α_t = α/√t, §4)')
-    beta1_decay: float | None = _option(None, "λ in (0, 1] or None: β1,t = β1·λ^(t−1) (§4)")
-    averaging: bool = _option(False, "keep the temporal average θ̄ (§7.2), state 'param_avg'")
-    averaging_beta: float | None = _option(None, "β̄ in [0, 1) of the average; None: β2 (§7.2)")
+    lr: float = option(1e-3, "α ≥ 0, the step size (a number or a one-element tensor)")
+    betas: tuple[float, float] = option((0.9, 0.999), "(β1, β2), each in [0, 1)")
+    eps: float = option(1e-8, "ε ≥ 0")
+    weight_decay: float = option(0.0, "λ_wd ≥ 0: L2 (added to g) or, decoupled, AdamW's")
+    maximize: bool = option(False, "ascend the objective (g ← −g)")
+    decoupled_weight_decay: bool = option(False, "AdamW: θ ← θ − α_t·λ_wd·θ before the step")
+    bias_correction: bool = option(True, "divide by 1 − β^t (§3); False is RMSProp with momentum")
+    lr_decay: str | None = option(None, 'None or "sqrt" (α_t = α/√t, §4)')
+    beta1_decay: float | None = option(None, "λ in (0, 1] or None: β1,t = β1·λ^(t−1) (§4)")
+    averaging: bool = option(False, "keep the temporal average θ̄ (§7.2), state 'param_avg'")
+    averaging_beta: float | None = option(None, "β̄ in [0, 1) of the average; None: β2 (§7.2)")
 
     algorithm: ClassVar[str]
     #: State keys, as torch.optim names them: first moment, second moment (v or u).
@@ -134,7 +134,7 @@ class _Shared:
 
     @functools.cached_property
     def in_kernel(self) -> bool:
-        """Whether the fused kernel implements every option set here (see ``_option(kernel=False)``)."""
+        """Whether the fused kernel implements every option set here (see ``option(kernel=False)``)."""
         return all(
             f.metadata.get("kernel", True) or getattr(self, f.name) == f.default for f in dataclasses.fields(self)
         )
@@ -168,8 +168,8 @@ class AdamHyperparameters(_Shared):
     ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     """
 
-    amsgrad: bool = _option(False, "use the running maximum of v (state 'max_exp_avg_sq')")
-    eps_mode: str = _option("paper", '"paper" (Algorithm 1) or "hat" (ε̂ of the efficient form, end of §2)')
+    amsgrad: bool = option(False, "use the running maximum of v (state 'max_exp_avg_sq')")
+    eps_mode: str = option("paper", '"paper" (Algorithm 1) or "hat" (ε̂ of the efficient form, end of §2)')
 
     algorithm: ClassVar[str] = "adam"
     moment_keys: ClassVar[tuple[str, str]] = ("exp_avg", "exp_avg_sq")
@@ -187,8 +187,8 @@ class AdaMaxHyperparameters(_Shared):
     (0.002, 0.0)
     """
 
-    lr: float = _option(2e-3, "α ≥ 0, the step size (the paper's 0.002)")
-    eps: float = _option(0.0, "ε ≥ 0, added inside the max as torch.optim.Adamax adds it")
+    lr: float = option(2e-3, "α ≥ 0, the step size (the paper's 0.002)")
+    eps: float = option(0.0, "ε ≥ 0, added inside the max as torch.optim.Adamax adds it")
 
     algorithm: ClassVar[str] = "adamax"
     moment_keys: ClassVar[tuple[str, str]] = ("exp_avg", "exp_inf")
@@ -224,4 +224,5 @@ __all__ = [
     "AdamHyperparameters",
     "Hyperparameters",
     "check_kernel_source",
+    "option",
 ]
