@@ -3,8 +3,8 @@
 
 For each of torch's entries for Adam, AdamW and Adamax, the entry's own configurations (its
 ``optim_inputs_func``, with the global ``foreach``/``fused``/``differentiable`` variants torch adds) and error
-inputs drive adamlab.Adam, an AdamW (adamlab.Adam with decoupled weight decay and AdamW's default 1e-2) and
-adamlab.AdaMax, through the properties torch's own ``test/test_optim.py`` checks its optimizers for (CPU).
+inputs drive adamlab.Adam, adamlab.AdamW and adamlab.AdaMax, through the properties torch's own
+``test/test_optim.py`` checks its optimizers for (CPU).
 These tests are written here, for adamlab; torch's test file itself is not copied into this project.
 Every property is checked against an independent result: torch.optim itself on the same inputs, the
 same optimizer on an equivalent problem (real views of complex numbers, float vs tensor lr), autograd's
@@ -32,15 +32,7 @@ import adamlab
 common = pytest.importorskip("torch.testing._internal.common_optimizers", reason="needs expecttest")
 
 
-class AdamW(adamlab.Adam):
-    """torch.optim.AdamW's defaults on adamlab.Adam: decoupled weight decay 1e-2."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, **kw):
-        kw.setdefault("decoupled_weight_decay", True)
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **kw)
-
-
-SWAP = {"Adam": adamlab.Adam, "AdamW": AdamW, "Adamax": adamlab.AdaMax}
+SWAP = {"Adam": adamlab.Adam, "AdamW": adamlab.AdamW, "Adamax": adamlab.AdaMax}
 INFOS = {info.optim_cls.__name__: info for info in common.optim_db if info.optim_cls.__name__ in SWAP}
 NAMES = sorted(SWAP)
 
@@ -479,8 +471,6 @@ def _raise_case(name, index):
     error = INFOS[name].optim_error_inputs_func(device="cpu", dtype=torch.float32)[index]
     inp = error.optimizer_error_input
     kwargs = dict(inp.kwargs)
-    if name == "AdamW":
-        kwargs.setdefault("weight_decay", 1e-2)
 
     def act():
         opt = _cls(name)(inp.params, **kwargs)

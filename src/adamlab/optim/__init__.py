@@ -1,6 +1,6 @@
 """adamlab's torch optimizers."""
 
-from adamlab.optim.adam import Adam
+from adamlab.optim.adam import Adam, AdamW
 from adamlab.optim.adamax import AdaMax
 
-__all__ = ["AdaMax", "Adam"]
+__all__ = ["AdaMax", "Adam", "AdamW"]

@@ -106,3 +106,28 @@ class Adam(AdamFamily):
         root = v_hat.sqrt()
         snr = torch.where(root > 0, m_hat.abs() / torch.where(root > 0, root, 1.0), 0.0)
         return m_hat.abs() / (root + group["eps"]), snr
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter, 2019): :class:`Adam` with decoupled weight decay, a drop-in for
+    ``torch.optim.AdamW`` (its defaults: ``weight_decay=1e-2``). Every option of :class:`Adam` applies;
+    ``AdamW(params, ...)`` is ``Adam(params, ..., decoupled_weight_decay=True)``.
+
+    >>> import torch, adamlab
+    >>> opt = adamlab.AdamW([torch.nn.Parameter(torch.ones(2))])
+    >>> opt.param_groups[0]["weight_decay"], opt.param_groups[0]["decoupled_weight_decay"]
+    (0.01, True)
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("decoupled_weight_decay", True)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **kwargs)
