@@ -102,6 +102,14 @@ def test_state_dict_survives_torch_save_and_resumes_exactly():
     torch.testing.assert_close(flat(model2), expected, rtol=0, atol=0)
 
 
+def test_a_non_finite_loss_leaves_nan_weights_so_the_runner_stops_the_run():
+    data, model, loss = small_problem()
+    driver = fig2b.SFODriver(model.parameters(), minibatches=3)
+    ctx = next(contexts(data, model, lambda index: loss(index) * math.nan, 1))
+    driver.train_epoch(ctx)
+    assert torch.isnan(flat(model)).all()
+
+
 def test_driver_rejects_a_bad_number_of_minibatches():
     with pytest.raises(ValueError, match="minibatches must be a positive integer"):
         fig2b.SFODriver([torch.zeros(2, requires_grad=True)], minibatches=0)

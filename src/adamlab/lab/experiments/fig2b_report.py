@@ -161,7 +161,7 @@ def plot_wall_clock(out: Path, spec: ExperimentSpec) -> list[Path]:
 
     from adamlab.files import save_figure
 
-    fig = Figure(figsize=(5.5 * len(spec.panels), 4))
+    fig = Figure(figsize=(5.5 * len(spec.panels), 4), layout="constrained")
     FigureCanvasAgg(fig)
     for i, panel in enumerate(spec.panels):
         ax = fig.add_subplot(1, len(spec.panels), i + 1)
