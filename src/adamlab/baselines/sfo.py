@@ -36,9 +36,10 @@ The problem (SFO eq. 1): minimise :math:`F(x) = \sum_{i=1}^N f_i(x)`, each :math
   added whenever the mean model gradient at x is smaller than its standard error across the active
   subfunctions (their models disagree more than they agree).
 - **Bad steps** (§3, "detecting bad updates"): if the evaluated subfunction's value rose, and rose more
-  than its own quadratic model predicted, the step is rejected: x stays where it was, the evaluation is kept
-  as curvature information (a BFGS pair) for that subfunction, and the step length is halved (it doubles
-  back towards the full step after every accepted step, ours).
+  than its own quadratic model predicted, the step is rejected: x stays where it was, the evaluation still
+  refreshes that subfunction's model (a BFGS pair, and its anchor moves to the new point, so the same step is
+  not proposed again), and the step length is halved (it doubles back towards the full step after every
+  accepted step, ours).
 
 Use::
 
