@@ -20,7 +20,6 @@ from adamlab.lab.convnet import (
     epsilon_dominance,
     fit_whitening,
     he_init,
-    plain_epoch,
     pooled_side,
 )
 
@@ -264,23 +263,3 @@ def test_probe_on_real_optimizers():
     assert epsilon_dominance(adamlab.Adam([torch.nn.Parameter(torch.ones(3))]).state_dict()) is None
     with pytest.raises(ValueError, match="state_dict"):
         epsilon_dominance({"state": {}})
-
-
-def test_plain_epoch_lowers_the_cost():
-    torch.manual_seed(0)
-    model = ConvNet(1, 8, 2, widths=(4, 4, 8), fc_units=16)
-    he_init(model, torch.Generator().manual_seed(0))
-    x = torch.randn(256, 64)
-    y = (x[:, :32].sum(1) > x[:, 32:].sum(1)).long()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def cost() -> float:
-        model.eval()
-        with torch.no_grad():
-            return float(F.cross_entropy(model(x), y))
-
-    before = cost()
-    for _ in range(5):
-        seconds = plain_epoch(model, x, y, opt, batch_size=32, shuffle=torch.Generator().manual_seed(0))
-    assert seconds > 0
-    assert cost() < 0.8 * before

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +58,6 @@ __all__ = [
     "epsilon_dominance",
     "fit_whitening",
     "he_init",
-    "plain_epoch",
     "pooled_side",
 ]
 
@@ -129,6 +127,7 @@ class ConvNet(nn.Module):
         self.out = nn.Linear(fc_units, n_classes)
         if self.channels_last:
             for conv in self.convs:
+                assert isinstance(conv, nn.Conv2d)
                 conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
 
     def initialize(self, generator: torch.Generator, std: float | None = None) -> None:
@@ -311,34 +310,3 @@ def epsilon_dominance(state_dict: Mapping[str, Any]) -> dict[str, float] | None:
         "count": float(total),
         "median_sqrt_second": float(torch.cat(roots).median()),
     }
-
-
-# -- a plain, hand-written training epoch (the reference for the lab's epoch time) -------------------------
-
-
-def plain_epoch(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    *,
-    batch_size: int = 128,
-    shuffle: torch.Generator | None = None,
-    noise: torch.Generator | None = None,
-    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> float:
-    """One epoch of minibatch training written by hand (permutation, index, forward, cross-entropy, backward,
-    step), the yardstick the lab's epoch is timed against. ``step(xb, yb) -> logits`` replaces
-    ``model(xb, noise)`` (e.g. a compiled model). Returns the seconds it took."""
-    model.train()
-    t0 = time.perf_counter()
-    order = torch.randperm(x.shape[0], generator=shuffle)
-    for i in range(0, x.shape[0], batch_size):
-        idx = order[i : i + batch_size]
-        xb, yb = x[idx], y[idx]
-        logits = step(xb, yb) if step is not None else model(xb, noise)
-        loss = F.cross_entropy(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - t0
