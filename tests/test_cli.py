@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from adamlab.cli import build_parser, main
@@ -12,7 +14,9 @@ from test_lab_helpers import tiny_spec
 @pytest.fixture
 def tiny_experiment(monkeypatch):
     exp = spec_experiment(
-        "tiny", "a tiny synthetic experiment", lambda *, quick, seed: tiny_spec(epochs=2, seeds=(seed,))
+        "tiny",
+        "a tiny synthetic experiment",
+        lambda *, quick, seed, seeds=None: tiny_spec(epochs=2, seeds=tuple(range(seed, seed + (seeds or 1)))),
     )
     monkeypatch.setitem(EXPERIMENTS, "tiny", exp)
     return exp
@@ -22,6 +26,70 @@ def test_list(capsys):
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     assert "fig1" in out and "theory" in out
+    # every experiment with its size, and an estimate or what is not measured yet
+    assert "148 runs, 18850 epochs, 3 seeds" in out, "fig1 full: 9+9+18 / 3×(9+9+9+18) grid runs + 11×2 seeds"
+    assert out.count("estimate") >= 2 * 5
+
+
+def test_reproduce_with_seeds_jobs_and_status(tmp_path, capsys, tiny_experiment):
+    out = tmp_path / "tiny"
+    argv = ["reproduce", "tiny", "--out", str(out), "--seeds", "2", "--jobs", "2", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed
+    assert (out / "p" / "runs" / "adam" / "lr=0.1_seed1.json").is_file() or (
+        out / "p" / "runs" / "adam" / "lr=0.01_seed1.json"
+    ).is_file()
+    assert main(["status", str(out)]) == 0
+    assert "complete" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--seeds", "0"], "argument --seeds: must be >= 1"),
+        (["--jobs", "0"], "argument --jobs: must be >= 1"),
+        (["--shard", "3/2"], "argument --shard: shard K/N needs 1 <= K <= N"),
+        (["--device", "tpu"], "argument --device: must be one of cpu, cuda, mps"),
+    ],
+)
+def test_bad_sweep_options_are_explained(capsys, tmp_path, argv, expected, tiny_experiment):
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "tiny", "--out", str(tmp_path / "o"), *argv])
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_bad_out_and_data_are_explained(capsys, tmp_path, monkeypatch, tiny_experiment):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "tiny", "--out", str(a_file)])
+    assert exc.value.code == 2 and "argument --out: " in capsys.readouterr().err
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # (root may write anyway)
+            with pytest.raises(SystemExit):
+                main(["reproduce", "tiny", "--out", str(locked / "sub")])
+            assert "cannot write to" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+    monkeypatch.setenv("ADAMLAB_DATA", str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "tiny", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert f"argument --data: no such directory: {tmp_path / 'nope'}" in err and "ADAMLAB_DATA" in err
+    assert main(["reproduce", "tiny", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert f"data: {tmp_path} (from $ADAMLAB_DATA)" in capsys.readouterr().out
+
+
+def test_status_of_a_directory_that_is_not_a_run(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["status", str(tmp_path)])
+    assert exc.value.code == 2 and "no spec.json" in capsys.readouterr().err
 
 
 def test_unknown_experiment_exits_2_and_lists_the_valid_ones(capsys):
@@ -37,12 +105,12 @@ def test_unknown_experiment_exits_2_and_lists_the_valid_ones(capsys):
     [
         (
             ["reproduce", "fig1", "--fast"],
-            "unrecognized arguments: --fast; valid options: --data, --help, --list",
+            "unrecognized arguments: --fast; valid options: --data, --device, --help, --jobs, --list",
         ),
         (["reproduce", "fig1", "--seed", "x"], "invalid int value: 'x'"),
         (["reproduce"], "needs an experiment NAME (valid: fig1"),
         (["bench"], "the following arguments are required: BENCHMARK"),
-        (["bench", "stpe"], "invalid choice: 'stpe' (choose from 'step')"),
+        (["bench", "stpe"], "invalid choice: 'stpe' (choose from 'step'"),
         (["frobnicate"], "invalid choice: 'frobnicate' (choose from"),
     ],
 )

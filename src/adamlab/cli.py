@@ -32,8 +32,12 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from adamlab.lab.experiments import EXPERIMENTS, default_out_dir, list_experiments, run_experiment
 
     if args.list:
+        from adamlab.lab.status import estimate_text
+
         for name, description in list_experiments():
             print(f"{name:10s} {description}")
+            for quick in (True, False):
+                print(f"{'':10s}   {'--quick' if quick else 'full   '}  {estimate_text(name, quick)}")
         return 0
     valid = ", ".join(sorted(EXPERIMENTS))
     if args.name is None:
@@ -54,6 +58,8 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         shard = parse_shard(args.shard) if args.shard is not None else None
     except ValueError as exc:
         parser.error(f"argument --shard: {exc}")
+    _check_out(out, parser)
+    _say_data(args.data, parser)
     created = parallel.init_from_env()  # under torchrun: data-parallel training, rank 0 writes
     if args.quick and parallel.is_writer():
         print(QUICK_NOTE, flush=True)
@@ -83,6 +89,48 @@ def _reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     print(f"report:  {report}")
     for plot in sorted(Path(report).parent.glob("*.png")):
         print(f"plot:    {plot}")
+    return 0
+
+
+def _check_out(out: Path, parser: argparse.ArgumentParser) -> None:
+    """``--out`` must be a directory this process can write into (created if missing)."""
+    if out.exists() and not out.is_dir():
+        parser.error(f"argument --out: {out} is a file, not a directory; choose a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".adamlab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        parser.error(f"argument --out: cannot write to {out}: {exc.strerror or exc}; choose a writable directory")
+
+
+def _say_data(data: str | None, parser: argparse.ArgumentParser) -> None:
+    """Say which data folder is used; a ``--data`` that does not exist is an error (never a silent fallback)."""
+    import os
+
+    from adamlab.data.locate import CACHE_ENV, DATA_ENV, cache_dir
+
+    env = os.environ.get(DATA_ENV)
+    if data is not None:
+        if not Path(data).is_dir():
+            also = f" (${DATA_ENV}={env} is not used when --data is given)" if env else ""
+            parser.error(f"argument --data: no such directory: {data}{also}")
+        print(f"data: {data} (from --data)", flush=True)
+    elif env:
+        print(f"data: {env} (from ${DATA_ENV})", flush=True)
+    else:
+        print(f"data: {cache_dir()} (the download cache, ${CACHE_ENV}; --data DIR names another)", flush=True)
+
+
+def _status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from adamlab.lab.results import SPEC_FILE
+    from adamlab.lab.status import status_text
+
+    out = Path(args.dir)
+    if not (out / SPEC_FILE).is_file():
+        parser.error(f"no {SPEC_FILE} in {out}: not the output directory of `adamlab reproduce`")
+    print(status_text(out))
     return 0
 
 
@@ -151,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="a run's directory, or a folder of runs")
     rep.set_defaults(func=_report, parser=rep)
+    st = commands.add_parser(
+        "status",
+        help="what is done, running and left in a results directory, and the time left",
+        description="Count the runs of an experiment's results directory that are done, running (locked by a live "
+        "process) and left, per panel, and estimate the time left from the measured seconds per epoch.",
+    )
+    st.add_argument("dir", metavar="DIR", help="a results directory (the --out of `adamlab reproduce`)")
+    st.set_defaults(func=_status, parser=st)
     bp = commands.add_parser(
         "build",
         help="build the fused CPU kernel and the step bridge now (otherwise built on first use)",

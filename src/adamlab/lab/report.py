@@ -340,8 +340,11 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
 
     A spec whose ``report`` is not ``"curves"`` is reported by its experiment module's own ``write_report``
     (``adamlab.lab.experiments.<name>``, e.g. the theory's), built from this module's toolkit."""
+    from adamlab.lab.runner import import_experiment_module
+
     out = Path(out_dir)
     spec = R.read_spec(out)
+    import_experiment_module(spec.name)
     if spec.report != "curves":
         import importlib
 

@@ -77,6 +77,7 @@ __all__ = [
     "best_device",
     "evaluate",
     "grid_search",
+    "import_experiment_module",
     "make_optimizer",
     "parse_shard",
     "plan_units",
@@ -430,7 +431,8 @@ def _is_complete(run_file: Path, epochs: int | None = None) -> bool:
 # -- locks ---------------------------------------------------------------------------------------------------------
 
 
-def lock_path(run_file: Path) -> Path:
+def lock_path(run_file: str | os.PathLike[str]) -> Path:
+    run_file = Path(run_file)
     return run_file.with_name(run_file.name.removesuffix(".json") + ".lock")
 
 
@@ -444,7 +446,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def lock_holder(run_file: Path) -> dict[str, Any] | None:
+def lock_holder(run_file: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Who holds the unit's lock (``{"host", "pid", "since"}``), or ``None`` if nobody does (no lock, or a
     stale one: its process is gone on this host, or it was not refreshed for :data:`STALE_LOCK_S`)."""
     path = lock_path(run_file)
@@ -460,7 +462,7 @@ def lock_holder(run_file: Path) -> dict[str, Any] | None:
     return holder
 
 
-def try_lock(run_file: Path) -> bool:
+def try_lock(run_file: str | os.PathLike[str]) -> bool:
     """Take the unit's lock (atomically: ``O_CREAT | O_EXCL``); ``False`` if another live process holds it.
     A stale lock is removed and taken."""
     path = lock_path(run_file)
@@ -480,7 +482,7 @@ def try_lock(run_file: Path) -> bool:
     return False
 
 
-def unlock(run_file: Path) -> None:
+def unlock(run_file: str | os.PathLike[str]) -> None:
     lock_path(run_file).unlink(missing_ok=True)
 
 
@@ -840,14 +842,19 @@ def _run_task(task: TaskSpec, seed: int, run_file: Path, progress: bool) -> None
 _WORKER: dict[str, Any] = {}
 
 
+def import_experiment_module(name: str) -> None:
+    """Import ``adamlab.lab.experiments.<name>`` if it exists: an experiment's module registers its data sets,
+    models, objectives, probes, optimisers and tasks when imported (e.g. fig4's VAE), so that a fresh process
+    (a ``--jobs`` worker, a shard, ``adamlab report``) sees them as the process that built the spec did."""
+    if importlib.util.find_spec(f"adamlab.lab.experiments.{name}") is not None:
+        importlib.import_module(f"adamlab.lab.experiments.{name}")
+
+
 def _worker_init(spec_json: str, out: str, data_dir: Any, device: str, threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     spec = ExperimentSpec.from_json(spec_json)
-    # A spawned worker starts with empty registries: import the experiment's module, which registers its models
-    # and objectives (e.g. fig4's VAE) as it did in the parent.
-    if importlib.util.find_spec(f"adamlab.lab.experiments.{spec.name}") is not None:
-        importlib.import_module(f"adamlab.lab.experiments.{spec.name}")
+    import_experiment_module(spec.name)  # a spawned worker starts with empty registries
     _WORKER.update(spec=spec, out=Path(out), data_dir=data_dir, device=device)
 
 
@@ -918,6 +925,7 @@ def _run_spec(
 ) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _prepare_out(spec, out)
+    import_experiment_module(spec.name)
     show = progress and parallel.is_writer()
     # Stage 1 (this process's slice): the tasks and every grid point with the grid seeds.
     todo: deque[Unit] = deque(_mine(plan_units(spec), shard))
