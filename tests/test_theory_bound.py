@@ -116,3 +116,30 @@ def test_bound_refuses_a_run_of_the_wrong_optimizer():
         theorem41_rhs(
             T=1, alpha=1, beta1=0.9, beta2=0.5, lam=0.5, G_inf=1, D=1, D_inf=1, vhat_T=[1.0], grad_norms=[1.0]
         )
+
+
+def test_a_2d_bound_uses_the_diagonal_D_and_the_widest_range_D_inf_by_hand():
+    # Two coordinates with different ranges, so D = √(r₁² + r₂²) ≠ D∞ = max(r₁, r₂) (every other test is 1-D).
+    coefs = np.array([[1.0, 0.5], [-2.0, 0.5], [2.0, -0.25]])
+    P = LinearProblem("2-D", coefs, Box(-1.0, 1.0, dim=2))
+    opt = Adam(lr=0.5, betas=(0.0, 0.64), eps=0.0, lr_decay="sqrt")
+    run = run_online(P, opt, checkpoints=[3])
+    ranges, vhats = [], []
+    for i in range(2):  # each coordinate by hand: θ_{t+1} = Π(θ_t − (α/√t)·g_t/√v̂_t)
+        v, x, xs = 0.0, 0.0, [0.0]
+        for t, g in enumerate(coefs[:, i], start=1):
+            v = 0.64 * v + 0.36 * g * g
+            vhat = v / (1 - 0.64**t)
+            x = min(1.0, max(-1.0, x - 0.5 / math.sqrt(t) * g / math.sqrt(vhat)))
+            xs.append(x)
+        played = [*xs[:3], -1.0]  # θ_1..θ_3 and θ* = −1 (Σ_t c_t > 0 in both coordinates)
+        ranges.append(max(played) - min(played))
+        vhats.append(vhat)
+    D, D_inf = math.hypot(*ranges), max(ranges)
+    assert abs(D - D_inf) > 0.1, "the case must tell D from D∞"
+    b = theorem41_bound(run, opt)[-1]
+    assert b.D == pytest.approx(D) and b.D_inf == pytest.approx(D_inf) and b.G_inf == 2.0
+    term1 = D**2 / (2 * 0.5) * sum(math.sqrt(3 * vh) for vh in vhats)
+    term2 = 0.5 * 2.0 / 0.6 * (math.sqrt(1 + 4 + 4) + math.sqrt(0.25 + 0.25 + 0.0625))
+    term3 = 2 * D_inf**2 * 2.0 * 0.6 / (2 * 0.5)
+    assert (b.term1, b.term2, b.term3) == pytest.approx((term1, term2, term3), rel=1e-12)

@@ -104,3 +104,28 @@ def test_stacked_problems_are_exactly_the_separate_runs():
 def test_runner_rejects_bad_horizon():
     with pytest.raises(ValueError, match="T must lie"):
         run_online(_hand_problem(), AdaGrad(), T=5)
+
+
+@pytest.mark.parametrize("mode", ["paper", "hat"])
+def test_inverse_step_with_eps_in_both_forms_by_hand(mode):
+    # α = 0.5, β1 = 0, β2 = 0.64, ε = 0.3. Step 1, g = 2: v̂1 = 1.44/0.36 = 4, α1 = 0.5.
+    #   "paper": (√v̂ + ε)/α_t = (2 + 0.3)/0.5 = 4.6
+    #   "hat":   the update α̂·m/(√v + ε) with α̂ = α_t·√(1−β2^t) is α_t·m̂/(√v̂ + ε/√(1−β2^t)),
+    #            so (√v̂ + ε/√(1−β2^t))/α_t = (2 + 0.3/0.6)/0.5 = 5.0
+    opt = Adam(lr=0.5, betas=(0.0, 0.64), eps=0.3, lr_decay="sqrt", eps_mode=mode)
+    s = opt.init(np.zeros(1))
+    _, s = opt.step(np.zeros(1), np.array([2.0]), s)
+    assert inverse_step(opt, s, np.zeros(1)) == pytest.approx([4.6 if mode == "paper" else 5.0])
+    # Step 2, g = 1: v2 = 0.64·1.44 + 0.36 = 1.2816, 1 − β2² = 0.5904, α2 = 0.5/√2.
+    _, s = opt.step(np.zeros(1), np.array([1.0]), s)
+    eps = 0.3 if mode == "paper" else 0.3 / math.sqrt(0.5904)
+    expected = (math.sqrt(1.2816 / 0.5904) + eps) / (0.5 / math.sqrt(2.0))
+    assert inverse_step(opt, s, np.zeros(1)) == pytest.approx([expected], rel=1e-12)
+
+
+def test_the_hat_form_of_eps_is_the_step_the_optimizer_takes():
+    # The inverse step must be the one the update uses: θ_2 = θ_1 − g_1/inverse_step (β1 = 0, so m̂ = g).
+    opt = Adam(lr=0.5, betas=(0.0, 0.64), eps=0.3, lr_decay="sqrt", eps_mode="hat")
+    s = opt.init(np.zeros(1))
+    theta, s = opt.step(np.zeros(1), np.array([2.0]), s)
+    assert theta == pytest.approx(-2.0 / inverse_step(opt, s, theta), rel=1e-12)
