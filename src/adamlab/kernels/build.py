@@ -206,6 +206,8 @@ def _build() -> tuple[ctypes.CDLL, str]:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.adamlab_adam_step.restype = i64
     lib.adamlab_adam_step.argtypes = [i32, i64, p, p, p, p, p, p, p, p, p, i32, i32, p]
+    lib.adamlab_adam_step_half.restype = i64
+    lib.adamlab_adam_step_half.argtypes = [i32, i64, p, p, p, p, p, p, p, p, i32, i32, p]
     lib.adamlab_adamax_step.restype = i64
     lib.adamlab_adamax_step.argtypes = [i32, i64, p, p, p, p, p, p, p, p, i32, i32, p]
     lib.adamlab_roofline.restype = None
