@@ -23,6 +23,7 @@ def test_transformer_layout_is_the_documented_one():
     small = bench.LAYOUTS["small"][1]
     assert len(small) == 40 and sum(small) == 100_272
     assert bench.LAYOUTS["flat"][1] == [50_000_000]
+    assert bench.LAYOUTS["bf16"][1] == sizes and bench.HALF_LAYOUTS == {"bf16": torch.bfloat16}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,9 @@ def test_every_contender_ran_on_every_layout_and_thread_count(quick_run):
         assert info["tensors"] == len(sizes) and info["elements"] == sum(sizes)
         for threads in (1, 2):
             for name in bench.contender_names():
+                if layout in bench.HALF_LAYOUTS and name not in bench.HALF_CONTENDERS:
+                    assert (layout, threads, name) not in rows  # float32 only
+                    continue
                 if name == bench.ROOFLINE_TENSORS and len(sizes) == 1:
                     assert (layout, threads, name) not in rows  # the same as the roofline there
                     continue
@@ -49,10 +53,12 @@ def test_every_contender_ran_on_every_layout_and_thread_count(quick_run):
                 assert row["steps"] >= 2
                 assert 0 < row["median_s"] < 10
                 assert math.isclose(row["updates_per_s"], sum(sizes) / row["median_s"])
-                assert math.isclose(row["gb_per_s"], 28 * row["updates_per_s"] / 1e9)
+                per_update = 14 if layout in bench.HALF_LAYOUTS else 28
+                assert math.isclose(row["gb_per_s"], per_update * row["updates_per_s"] / 1e9)
                 assert row["frac_roofline"] > 0 and row["vs_torch_fused"] > 0
                 assert row["peak_extra_bytes"] >= 0
-                assert row["peak_extra_frac"] == pytest.approx(row["peak_extra_bytes"] / (4 * sum(sizes)))
+                element = 2 if layout in bench.HALF_LAYOUTS else 4
+                assert row["peak_extra_frac"] == pytest.approx(row["peak_extra_bytes"] / (element * sum(sizes)))
             roof = rows[(layout, threads, bench.ROOFLINE)]
             assert roof["frac_roofline"] == pytest.approx(1.0)
             assert rows[(layout, threads, bench.TORCH_FUSED)]["vs_torch_fused"] == pytest.approx(1.0)
@@ -79,6 +85,12 @@ def test_peak_memory_sees_a_temporary():
         pytest.skip("the profiler gives no memory events here")
     assert mem["torch"] >= 4_000_000
     assert mem["total"] >= mem["torch"]
+
+
+def test_bf16_layout_runs_in_bfloat16(quick_run):
+    info = quick_run["layouts"]["bf16"]
+    assert info["dtype"] == "bfloat16" and info["bytes_per_update"] == 14
+    assert info["param_bytes"] == 2 * info["elements"]
 
 
 def test_table_names_every_contender(quick_run):

@@ -26,7 +26,11 @@ gradients, whose values do not change the work), takes warm-up steps, and then t
 round-robin, in a rotated order each round, a few steps each, for several rounds; the figure for a
 contender is the median of all its step times. Results are ratios to the roofline (``frac_roofline``) and to
 torch's fused Adam (``vs_torch_fused``) from the same run, so that a noisy shared machine still gives
-comparable numbers. GB/s counts 28 bytes per parameter for every contender.
+comparable numbers. GB/s counts 28 bytes per parameter for every contender (14 on the bf16 layout).
+
+The ``bf16`` layout (the transformer's tensors in bfloat16: θ, g, m, v all bf16) has its own roofline, the
+same memory pattern in 2-byte values (14 B a parameter), and three contenders: the roofline, ``adamlab
+Adam`` (the kernel's bf16 step, adamlab.kernels.half, called directly) and ``torch Adam fused`` on bf16.
 
 Peak extra memory: one more step of each contender under ``torch.profiler`` with ``profile_memory=True``
 (every allocation by torch's CPU allocator, in order; the peak of the running sum) plus ``tracemalloc``
@@ -62,6 +66,7 @@ import torch
 from adamlab.files import write_json
 
 BYTES_PER_UPDATE = 28  # fp32: read θ, g, m, v (16 B), write θ, m, v (12 B)
+BYTES_PER_HALF_UPDATE = 14  # bf16: the same pattern in 2-byte values
 ROOFLINE = "roofline"
 ROOFLINE_TENSORS = "roofline, tensors"
 TORCH_FUSED = "torch Adam fused"
@@ -94,13 +99,26 @@ LAYOUTS: dict[str, tuple[str, list[int]]] = {
         "transformer_sizes(width=48, blocks=3, vocab=256, context=64): 40 tensors, ~1e5 elements (cache-resident)",
         transformer_sizes(48, 3, 256, 64),
     ),
+    "bf16": (
+        "the transformer layout in bfloat16 (θ, g, m, v all bf16, as torch keeps them): 14 bytes a parameter",
+        transformer_sizes(224, 16, 1152, 256),
+    ),
 }
+
+#: Layouts whose parameters are not float32, and their dtype. Their roofline is the half-precision loop
+#: (14 B a parameter, over the layout's tensors); the contenders there are HALF_CONTENDERS.
+HALF_LAYOUTS = {"bf16": torch.bfloat16}
+HALF_CONTENDERS = (ROOFLINE, "adamlab Adam", TORCH_FUSED)
 
 #: The same three shapes at tiny sizes, for ``--quick`` (a smoke test: the numbers mean little).
 QUICK_LAYOUTS: dict[str, tuple[str, list[int]]] = {
     "flat": ("one flat tensor of 2e5 elements", [200_000]),
     "transformer": ("transformer_sizes(width=32, blocks=2, vocab=128, context=32)", transformer_sizes(32, 2, 128, 32)),
     "small": ("transformer_sizes(width=8, blocks=1, vocab=32, context=8)", transformer_sizes(8, 1, 32, 8)),
+    "bf16": (
+        "transformer_sizes(width=32, blocks=2, vocab=128, context=32) in bfloat16",
+        transformer_sizes(32, 2, 128, 32),
+    ),
 }
 
 
@@ -195,14 +213,30 @@ def peak_extra_bytes(step: Callable[[], Any]) -> dict[str, int | None]:
 # ---------------------------------------------------------------------------------------------- timing
 
 
-def _make_params(sizes: Sequence[int], seed: int = 0) -> list[torch.nn.Parameter]:
+def _make_params(sizes: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float32) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     params = []
     for n in sizes:
-        p = torch.nn.Parameter(torch.randn(n, generator=gen))
-        p.grad = torch.randn(n, generator=gen)
+        p = torch.nn.Parameter(torch.randn(n, generator=gen).to(dtype))
+        p.grad = torch.randn(n, generator=gen).to(dtype)
         params.append(p)
     return params
+
+
+def _half_steppers(names: Sequence[str], params: list[torch.nn.Parameter]) -> dict[str, Callable[[], Any]]:
+    """The contenders of a half-precision layout: its roofline, adamlab's half-precision kernel (called
+    directly: adamlab.kernels.half) and torch's fused Adam on the same dtype."""
+    from adamlab.kernels.half import HalfAdam, HalfRoofline
+
+    steppers: dict[str, Callable[[], Any]] = {}
+    for name in names:
+        if name == ROOFLINE:
+            steppers[name] = HalfRoofline(params).step
+        elif name == "adamlab Adam":
+            steppers[name] = HalfAdam(params).step
+        elif name == TORCH_FUSED:
+            steppers[name] = torch.optim.Adam(params, fused=True).step
+    return steppers
 
 
 class _Roofline:
@@ -375,6 +409,7 @@ def run_step_benchmark(
             "round_seconds": per_round,
             "statistic": "median step time over all rounds, after warm-up; contenders interleaved",
             "bytes_per_update": BYTES_PER_UPDATE,
+            "bytes_per_update_half": BYTES_PER_HALF_UPDATE,
             "memory": "torch.profiler memory events (peak of running sum) + tracemalloc peak, one step",
         },
         "layouts": {},
@@ -387,19 +422,26 @@ def run_step_benchmark(
         for layout in layout_names:
             description, sizes = table[layout]
             total = sum(sizes)
+            half = HALF_LAYOUTS.get(layout)
+            element_bytes = 4 if half is None else 2
+            per_update = BYTES_PER_UPDATE if half is None else BYTES_PER_HALF_UPDATE
             result["layouts"][layout] = {
                 "description": description,
                 "tensors": len(sizes),
                 "elements": total,
                 "min_size": min(sizes),
                 "max_size": max(sizes),
-                "param_bytes": 4 * total,
+                "dtype": str(half or torch.float32).removeprefix("torch."),
+                "param_bytes": element_bytes * total,
+                "bytes_per_update": per_update,
             }
             say(f"[bench] layout {layout}: {len(sizes)} tensors, {total:,} elements")
-            params = _make_params(sizes)
+            params = _make_params(sizes, dtype=half or torch.float32)
             steppers: dict[str, Callable[[], Any]] = {}
             memory_of: dict[str, dict[str, int | None]] = {}
-            for name in names:
+            if half is not None:
+                steppers = _half_steppers(names, params)
+            for name in names if half is None else ():
                 if name == ROOFLINE:
                     steppers[name] = _Roofline(total, params).step
                 elif name == ROOFLINE_TENSORS:
@@ -421,7 +463,7 @@ def run_step_benchmark(
                             "min_s": min(times),
                             "steps": len(times),
                             "updates_per_s": total / median,
-                            "gb_per_s": BYTES_PER_UPDATE * total / median / 1e9,
+                            "gb_per_s": per_update * total / median / 1e9,
                         }
                     )
             if memory:
@@ -438,7 +480,7 @@ def run_step_benchmark(
                         row["peak_extra_bytes"] = peak
                         row["peak_extra_torch_bytes"] = mem["torch"]
                         row["peak_extra_python_bytes"] = mem["python"]
-                        row["peak_extra_frac"] = peak / (4 * total)
+                        row["peak_extra_frac"] = peak / (element_bytes * total)
             del steppers, params
     finally:
         torch.set_num_threads(saved_threads)
@@ -513,6 +555,8 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("transformer", "adamlab Adam", "vs_torch_fused", 1.2),
     ("small", "adamlab Adam", "vs_torch_fused", 2.0),
     ("small", "adamlab Adam", "frac_roofline", 0.5),
+    ("bf16", "adamlab Adam", "frac_roofline", 0.9),
+    ("bf16", "adamlab Adam", "vs_torch_fused", 1.2),
     ("flat", "adamlab Adam", "peak_extra_frac", 0.01),
     ("transformer", "adamlab Adam", "peak_extra_frac", 0.01),
     ("small", "adamlab Adam", "peak_extra_frac", 0.01),

@@ -212,6 +212,8 @@ def _build() -> tuple[ctypes.CDLL, str]:
     lib.adamlab_adamax_step.argtypes = [i32, i64, p, p, p, p, p, p, p, p, i32, i32, p]
     lib.adamlab_roofline.restype = None
     lib.adamlab_roofline.argtypes = [i64, p, p, p, p, i32]
+    lib.adamlab_roofline_half_multi.restype = None
+    lib.adamlab_roofline_half_multi.argtypes = [i64, p, p, p, p, p, i32]
     lib.adamlab_roofline_multi.restype = None
     lib.adamlab_roofline_multi.argtypes = [i64, p, p, p, p, p, i32]
     lib.adamlab_threading.restype = i32
