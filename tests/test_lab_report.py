@@ -89,3 +89,25 @@ def test_report_of_an_unfinished_or_foreign_directory(tmp_path):
     R.write_json(tmp_path / "spec.json", tiny_spec().to_dict())
     with pytest.raises(R.ResultsError, match="has not finished"):
         write_report(tmp_path)
+
+
+def test_an_unfinished_panel_is_named_and_the_finished_ones_are_judged(tmp_path):
+    import dataclasses
+
+    spec = tiny_spec(epochs=4, seeds=(0, 1))
+    two = dataclasses.replace(spec, panels=(*spec.panels, dataclasses.replace(spec.panels[0], name="q")))
+    fake_results(tmp_path, spec, {"p": {"adam/lr=0.1": _flat(1, 0.300, 4), "sgd_nesterov/lr=0.05": _flat(1, 0.305, 4)}})
+    R.write_json(tmp_path / R.SPEC_FILE, two.to_dict())  # panel q: nothing trained yet
+    text = write_report(tmp_path).read_text()
+    assert "**Not finished**: panel(s) `q`" in text
+    assert "Adam ≈ SGD" in text and "2 seeds" in text
+
+
+def test_the_readme_block_is_built_from_the_files(tmp_path):
+    from adamlab.lab.report import readme_block
+
+    spec = tiny_spec(epochs=4, seeds=(0, 1))
+    fake_results(tmp_path, spec, {"p": {"adam/lr=0.1": _flat(1, 0.300, 4), "sgd_nesterov/lr=0.05": _flat(1, 0.305, 4)}})
+    block = readme_block(tmp_path, link_base="res")
+    assert "| p | 4 | 0, 1 |" in block and "![tiny experiment](res/tiny.png)" in block
+    assert "| Adam ≈ SGD | ✅ held | Adam 0.3000 vs SGD Nesterov 0.3050" in block

@@ -5,7 +5,7 @@
     adamlab reproduce NAME [--quick] [--out DIR] [--data DIR] [--seed N] [--seeds N] [--jobs N]
                            [--shard K/N] [--device cpu|cuda|mps] [--no-progress]
     adamlab reproduce --list
-    adamlab report [DIR]
+    adamlab report [DIR] [--readme README.md]
     adamlab status DIR
     adamlab bench step [--quick] [--threads 1 2] [--out FILE.json]
     adamlab build
@@ -144,6 +144,14 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"no saved experiment in {root} (nor in its subdirectories); run `adamlab reproduce` first")
     for d in dirs:
         print(f"report: {report_experiment(d)}")
+    if args.readme is not None:
+        from adamlab.lab.report import sync_readme
+
+        readme = Path(args.readme)
+        if not readme.is_file():
+            parser.error(f"argument --readme: no such file: {readme}")
+        stale = sync_readme(readme)
+        print(f"readme: {readme} ({'updated: ' + ', '.join(stale) if stale else 'already up to date'})")
     return 0
 
 
@@ -198,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write plots and report.md from an experiment's saved results.",
     )
     rep.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="a run's directory, or a folder of runs")
+    rep.add_argument(
+        "--readme",
+        metavar="FILE",
+        help="also regenerate FILE's blocks marked <!-- adamlab report: DIR --> from their results (e.g. README.md)",
+    )
     rep.set_defaults(func=_report, parser=rep)
     st = commands.add_parser(
         "status",

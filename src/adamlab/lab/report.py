@@ -28,7 +28,23 @@ from adamlab.lab import results as R
 from adamlab.lab.claims import HELD, INCONCLUSIVE, Verdict, judge
 from adamlab.lab.spec import ExperimentSpec, PanelSpec
 
-__all__ = ["PanelResults", "fmt", "load_panel", "plot_curves", "save", "write_report"]
+__all__ = [
+    "README_BEGIN",
+    "README_END",
+    "PanelResults",
+    "fmt",
+    "load_panel",
+    "plot_curves",
+    "readme_block",
+    "save",
+    "sync_readme",
+    "write_report",
+]
+
+#: A README block generated from a results directory: ``<!-- adamlab report: DIR -->`` … ``<!-- /adamlab report -->``
+#: (DIR relative to the README); :func:`sync_readme` rewrites what is between the markers.
+README_BEGIN = "<!-- adamlab report: {dir} -->"
+README_END = "<!-- /adamlab report -->"
 
 FORMATS = ("png", "pdf")
 _COLORS = {
@@ -51,6 +67,7 @@ class PanelResults:
     grid: dict[str, Any]
     chosen: dict[str, list[dict[str, Any]]]  # optimiser key -> the chosen setting's run record per seed
     curves: dict[str, list[float]]  # optimiser key -> mean training cost per epoch (over seeds)
+    seeds: tuple[int, ...] = ()  # the seeds whose chosen runs are complete for every optimiser
 
     def seed_curves(self, key: str) -> list[list[float]]:
         """The chosen setting's training-cost curve of every seed (in the spec's seed order)."""
@@ -67,19 +84,31 @@ class PanelResults:
         return self.data.get("description", self.spec.dataset.name)
 
 
-def load_panel(spec: ExperimentSpec, panel: PanelSpec, out: Path) -> PanelResults:
-    grid = R.read_grid(out, panel.name)["optimizers"]
+def load_panel(spec: ExperimentSpec, panel: PanelSpec, out: Path) -> PanelResults | None:
+    """A panel's results, or ``None`` if it has not finished: no grid search yet, or no seed whose chosen runs
+    are complete for every optimiser. Seeds missing for some optimiser are left out (the verdicts say how many
+    seeds they rest on)."""
+    grid_file = out / panel.name / "grid.json"
+    if not grid_file.is_file():
+        return None
+    grid = R.read_json(grid_file)["optimizers"]
     data_file = out / panel.name / "data.json"
     data = R.read_json(data_file) if data_file.is_file() else {}
-    chosen = {}
+    records: dict[str, dict[int, dict[str, Any]]] = {}
     for opt in panel.optimizers:
-        paths = [R.run_path(out, panel.name, opt.key, grid[opt.key]["best_setting"], s) for s in spec.seeds]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise R.ResultsError(f"missing {missing[0]}: the run has not finished; rerun the experiment")
-        chosen[opt.key] = [R.read_json(p) for p in paths]
+        records[opt.key] = {}
+        for s in spec.seeds:
+            path = R.run_path(out, panel.name, opt.key, grid[opt.key]["best_setting"], s)
+            if path.is_file():
+                record = R.read_json(path)
+                if record.get("complete"):
+                    records[opt.key][s] = record
+    seeds = [s for s in spec.seeds if all(s in records[o.key] for o in panel.optimizers)]
+    if not seeds:
+        return None
+    chosen = {key: [by_seed[s] for s in seeds] for key, by_seed in records.items()}
     curves = {k: R.mean_curve(v) for k, v in chosen.items()}
-    return PanelResults(panel, data, grid, chosen, curves)
+    return PanelResults(panel, data, grid, chosen, curves, tuple(seeds))
 
 
 def fmt(x: float | None, digits: int = 4, kind: str = "f") -> str:
@@ -188,6 +217,8 @@ def plot_diagnostics(spec: ExperimentSpec, panels: list[PanelResults], out: Path
 def _claims(spec: ExperimentSpec, panels: dict[str, PanelResults]) -> list[Verdict]:
     verdicts = []
     for claim in spec.claims:
+        if claim.panel not in panels:
+            continue
         pr = panels[claim.panel]
         labels = (pr.label(claim.a), pr.label(claim.b))
         verdicts.append(judge(claim, pr.seed_curves(claim.a), pr.seed_curves(claim.b), labels))
@@ -259,8 +290,20 @@ def _diagnostics_table(pr: PanelResults) -> list[str]:
     return lines
 
 
-def _markdown(spec: ExperimentSpec, panels: list[PanelResults], verdicts: list[Verdict], figures: list[Path]) -> str:
+def _markdown(
+    spec: ExperimentSpec,
+    panels: list[PanelResults],
+    verdicts: list[Verdict],
+    figures: list[Path],
+    unfinished: list[str] | None = None,
+) -> str:
     md = [f"# {spec.title}", ""]
+    if unfinished:
+        md += [
+            f"> **Not finished**: panel(s) {', '.join(f'`{n}`' for n in unfinished)} have not finished their grid "
+            "search; their claims are not judged below. Rerun the same command to continue.",
+            "",
+        ]
     if spec.quick:
         md += [
             "> **Quick run** — not the paper's protocol; for a full reproduction run without `--quick`.",
@@ -274,7 +317,13 @@ def _markdown(spec: ExperimentSpec, panels: list[PanelResults], verdicts: list[V
             line += f" — **a stand-in for {stand_in}**, not available here; its numbers are not the paper's"
         md.append(line + ".")
     md += [
-        f"- Seeds: {', '.join(map(str, spec.seeds))} (grid search with {', '.join(map(str, spec.grid_seeds))}). "
+        f"- Seeds: {', '.join(map(str, spec.seeds))} (grid search with {', '.join(map(str, spec.grid_seeds))})"
+        + "".join(
+            f"; panel `{pr.spec.name}` so far {len(pr.seeds)} seed(s)"
+            for pr in panels
+            if len(pr.seeds) < len(spec.seeds)
+        )
+        + ". "
         "Curves: training cost (mean NLL + L2 penalty, whole training set, no dropout) of each optimiser's "
         "chosen setting, the mean over seeds, with a band from the lowest to the highest seed.",
         "",
@@ -350,9 +399,76 @@ def write_report(out_dir: str | os.PathLike[str]) -> Path:
 
         module = importlib.import_module(f"adamlab.lab.experiments.{spec.name}")
         return Path(module.write_report(out))
-    panels = [load_panel(spec, p, out) for p in spec.panels]
+    loaded = {p.name: load_panel(spec, p, out) for p in spec.panels}
+    panels = [pr for pr in loaded.values() if pr is not None]
+    if not panels:
+        raise R.ResultsError(f"{out} has not finished: no panel has finished its grid search yet; rerun the experiment")
+    unfinished = [name for name, pr in loaded.items() if pr is None]
     verdicts = _claims(spec, {p.spec.name: p for p in panels})
     figures = plot_curves(spec, panels, out) + plot_diagnostics(spec, panels, out)
     path = out / "report.md"
-    R.atomic_write_text(path, _markdown(spec, panels, verdicts, figures))
+    R.atomic_write_text(path, _markdown(spec, panels, verdicts, figures, unfinished))
     return path
+
+
+# -- the README's numbers -----------------------------------------------------------------------------------------
+
+
+def readme_block(out_dir: str | os.PathLike[str], link_base: str | None = None) -> str:
+    """The Markdown a README shows for the results in ``out_dir``: what was covered (panels, epochs, seeds,
+    runs), the figure (``link_base``: the directory's path as the README links it), and every claim's verdict
+    with its interval — computed from the saved files alone (no plot is drawn)."""
+    from adamlab.lab.runner import import_experiment_module, unit_states
+
+    out = Path(out_dir)
+    spec = R.read_spec(out)
+    import_experiment_module(spec.name)
+    loaded = {p.name: load_panel(spec, p, out) for p in spec.panels}
+    panels = {k: v for k, v in loaded.items() if v is not None}
+    states = unit_states(spec, out)
+    n_done = len(states["done"])
+    n_all = sum(len(v) for v in states.values())
+    lines = [
+        f"Results: `{link_base or out}` ({'quick' if spec.quick else 'full'} run; {n_done} of {n_all} runs done).",
+        "",
+        "| panel | epochs | seeds in the verdicts |",
+        "| --- | --- | --- |",
+    ]
+    for p in spec.panels:
+        pr = loaded[p.name]
+        seeds = ", ".join(map(str, pr.seeds)) if pr is not None else "— (grid search not finished)"
+        lines.append(f"| {p.name} | {p.epochs} | {seeds} |")
+    if panels and link_base is not None:
+        lines += ["", f"![{spec.title}]({link_base}/{spec.name}.png)"]
+    lines += ["", "| claim of the paper | verdict | the numbers |", "| --- | --- | --- |"]
+    verdicts = {id(v.claim): v for v in _claims(spec, panels)}
+    for claim in spec.claims:
+        v = verdicts.get(id(claim))
+        if v is None:
+            lines.append(f"| {claim.text} | not run yet | — |")
+        else:
+            lines.append(f"| {claim.text} | {_MARK.get(v.status, '❌ did not hold')} | {v.reason} |")
+    return "\n".join(lines)
+
+
+def sync_readme(readme: str | os.PathLike[str], *, check: bool = False) -> list[str]:
+    """Regenerate every ``adamlab report`` block of ``readme`` from its results directory (relative to the
+    README); write the README unless ``check``. Returns the directories whose block was out of date."""
+    import re
+
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(r"<!-- adamlab report: (\S+) -->\n(.*?)<!-- /adamlab report -->", re.S)
+    stale: list[str] = []
+
+    def fresh(match: re.Match[str]) -> str:
+        rel = match.group(1)
+        block = readme_block(path.parent / rel, link_base=rel)
+        if match.group(2).strip() != block.strip():
+            stale.append(rel)
+        return f"{README_BEGIN.format(dir=rel)}\n{block}\n{README_END}"
+
+    new = pattern.sub(fresh, text)
+    if stale and not check:
+        R.atomic_write_text(path, new)
+    return stale
