@@ -167,7 +167,9 @@ class SFODriver:
         self.parts = list(state["parts"])
         self.train_seconds = float(state["train_seconds"])
         sfo = state.get("sfo")
-        self._pending = None if sfo is None else {k: v.numpy() if torch.is_tensor(v) else v for k, v in sfo.items()}
+        self._pending = (
+            None if sfo is None else {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in sfo.items()}
+        )
         self.sfo = None
 
 
