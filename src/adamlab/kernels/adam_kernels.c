@@ -16,7 +16,8 @@
  * (scalar/baseline, AVX2 + FMA, AVX-512; see "element loops"), and the fastest one this CPU runs is chosen
  * at run time (adamlab_set_isa / adamlab_get_isa; build.py applies $ADAMLAB_ISA).
  *
- * Built by adamlab/kernels/build.py with -O3 -fno-math-errno -fno-trapping-math and no -march (no
+ * Built by adamlab/kernels/build.py with -O3 -fno-math-errno -fno-trapping-math -ffp-contract=off and no
+ * -march (FMAs only where written: every build rounds alike; no
  * -ffast-math: IEEE semantics are kept, and the finiteness test g - g == 0 relies on them). With AVX-512
  * the fp32 steps divide by a refined reciprocal estimate (see ADAM_AVX512): within an ulp or so of the
  * exact quotient; float64 and the other loops divide exactly.
@@ -107,7 +108,7 @@ static void adamax_scalars(const double *hp, int flags, double t, scalars_t *s) 
 #define ADAMLAB_X86 1
 #include <immintrin.h>
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512dq")))
+#define TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512dq,avx512bw,prefer-vector-width=512")))
 #endif
 #define TARGET_SCALAR
 
@@ -250,7 +251,7 @@ ROOFLINE_GENERIC(scalar, TARGET_SCALAR)
  * (aten/src/ATen/native/cpu/FusedAdamKernel.cpp), so that the results match it: m by lerp,
  * m + (1 − β1)(g − m) as one FMA (or g − (g − m)·β1 where 1 − β1 ≥ 0.5), v = v·β2 + ((1 − β2)·g)·g,
  * denominator √v / √(1 − β2^t) + ε, θ + ((−α/(1 − β1^t))·m)/denominator, each operation rounded to float32
- * (fp-contract off: no other FMA than the lerp's), the float32 m and v (not their rounded copies) used for
+ * (the library is built with -ffp-contract=off: no other FMA than the lerp's), the float32 m and v (not their rounded copies) used for
  * θ, and every stored value rounded to nearest even. Options: those of Adam (maximize, L2 or decoupled
  * weight decay, AMSGrad, bias correction, ε-hat, √t learning rate, β1 decay); averaging is not offered.
  */
@@ -260,11 +261,11 @@ static inline float bf16_to_f(uint16_t h) {
     memcpy(&f, &b, sizeof f);
     return f;
 }
-static inline uint16_t f_to_bf16(float f) { /* round to nearest even; NaN stays NaN */
+static inline uint16_t f_to_bf16(float f) { /* round to nearest even; NaN stays NaN (no branch: vectorises) */
     uint32_t b;
     memcpy(&b, &f, sizeof b);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u);
-    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    const uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16, nan = (b >> 16) | 0x40u;
+    return (uint16_t)((b & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 static inline float f16_to_f(uint16_t h) {
     _Float16 x;
@@ -282,7 +283,7 @@ typedef int64_t (*loop_half)(int64_t, uint16_t *, const uint16_t *, uint16_t *, 
                              uint16_t *, const scalars_t *);
 
 #define ADAM_HALF_LOOP(ISA, ATTR, NAME, TOF, FROMF, AMS, WD)                                        \
-    ATTR __attribute__((optimize("fp-contract=off"))) static int64_t adam_##NAME##_##ISA##_##AMS##_##WD( \
+    ATTR static int64_t adam_##NAME##_##ISA##_##AMS##_##WD(                                     \
         int64_t n, uint16_t *restrict p, const uint16_t *restrict g, uint16_t *restrict m,          \
         uint16_t *restrict v, uint16_t *restrict vmax, uint16_t *restrict unused,                 \
         const scalars_t *s) {                                                                     \
@@ -293,33 +294,30 @@ typedef int64_t (*loop_half)(int64_t, uint16_t *, const uint16_t *, uint16_t *, 
         const float wd = (float)s->l2, decay = (float)s->decay, sign = (float)s->sign;             \
         int64_t bad = 0;                                                                          \
         (void)vmax; (void)unused; (void)wd; (void)decay;                                          \
-        for (int64_t i0 = 0; i0 < n; i0 += COUNT_BLOCK) {                                         \
-        const int64_t i1 = n - i0 < COUNT_BLOCK ? n : i0 + COUNT_BLOCK;                           \
-        float nb = 0;                                                                             \
-        for (int64_t i = i0; i < i1; ++i) {                                                       \
+        for (int64_t i = 0; i < n; ++i) {                                                         \
             const float gi = TOF(g[i]), mi = TOF(m[i]), vi = TOF(v[i]);                           \
             float pi = TOF(p[i]);                                                                 \
             const int ok = finite_f(gi);                                                          \
-            nb += ok ? 0.0f : 1.0f;                                                               \
+            bad += ok ? 0 : 1; /* an integer count: a float one keeps 2-byte loops from vectorising */ \
             float ge = gi * sign;                                                                 \
             if (WD == 1) ge = ge + pi * wd;                                                       \
             if (WD == 2) pi = pi * decay;                                                         \
             const float d = ge - mi;                                                              \
-            const float mn = small_c1 ? fmaf(c1, d, mi) : fmaf(c1m, d, ge);                       \
+            const float mn = fmaf(small_c1 ? c1 : c1m, d, small_c1 ? mi : ge);                    \
             const float vn = vi * b2 + (c2 * ge) * ge;                                            \
             float vu = vn;                                                                        \
             if (AMS) {                                                                            \
                 const float vm = TOF(vmax[i]);                                                    \
                 vu = vm > vn ? vm : vn;                                                           \
-                vmax[i] = ok ? FROMF(vu) : vmax[i];                                               \
+                const uint16_t uh = FROMF(vu);                                                    \
+                vmax[i] = ok ? uh : vmax[i];                                                      \
             }                                                                                     \
             const float den = sqrtf(vu) / ddiv + eps;                                             \
             const float pn = pi + (nstep * mn) / den;                                             \
-            p[i] = ok ? FROMF(pn) : p[i];                                                         \
-            m[i] = ok ? FROMF(mn) : m[i];                                                         \
-            v[i] = ok ? FROMF(vn) : v[i];                                                         \
-        }                                                                                         \
-        bad += (int64_t)nb;                                                                       \
+            const uint16_t ph = FROMF(pn), mh = FROMF(mn), vh = FROMF(vn);                        \
+            p[i] = ok ? ph : p[i];                                                                \
+            m[i] = ok ? mh : m[i];                                                                \
+            v[i] = ok ? vh : v[i];                                                                \
         }                                                                                         \
         return bad;                                                                               \
     }

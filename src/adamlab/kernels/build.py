@@ -39,6 +39,7 @@ SOURCE = Path(__file__).with_name("adam_kernels.c")
 FLAGS = [
     "-O3",
     "-fno-math-errno",
+    "-ffp-contract=off",
     "-fno-trapping-math",
     "-shared",
     "-fPIC",
