@@ -153,3 +153,24 @@ def test_training_on_an_explicit_cpu_device_gives_the_default_results(one_proces
     assert _results(tmp_path) == _results(one_process)
     record = R.read_json(next(tmp_path.rglob("runs/*/*.json")))
     assert record["device"] == "cpu"
+
+
+def test_kill_9_then_resume_gives_the_numbers_of_an_uninterrupted_run(one_process, tmp_path):
+    # The process kills itself with SIGKILL right after saving epoch 2 of its third run: no cleanup at all (its
+    # lock and checkpoint stay behind). The same spec run again takes the stale lock and resumes at epoch 3.
+    code = """
+    import os, signal
+    seen = []
+    def kill(path, epoch, entry):
+        seen.append(epoch)
+        if len(seen) == 3 + 3 + 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    run_spec(spec, out, progress=False, on_epoch=kill)
+    """
+    proc = _process(code, tmp_path)
+    assert proc.wait(timeout=600) == -9
+    assert list(tmp_path.rglob("*.lock")) and list(tmp_path.rglob("*.ckpt.pt"))
+    run_spec(_spec(), tmp_path, progress=False)
+    assert _results(tmp_path) == _results(one_process)
+    resumed = [json.loads(p.read_text()).get("resumed_at_epoch") for p in tmp_path.rglob("runs/*/*.json")]
+    assert [2] in resumed and not list(tmp_path.rglob("*.lock"))

@@ -152,9 +152,9 @@ def plot_curves(spec: ExperimentSpec, panels: list[PanelResults], out: Path) -> 
         for key, curve in pr.curves.items():
             label = f"{pr.label(key)} ({_setting_text(pr.grid[key]['best_setting'])})"
             ax.plot(range(len(curve)), curve, label=label, color=_COLORS.get(key), lw=1.6)
-            lo, hi = _band(pr.seed_curves(key))
+            low, high = _band(pr.seed_curves(key))
             if len(pr.chosen[key]) > 1:
-                ax.fill_between(range(len(lo)), lo, hi, color=_COLORS.get(key), alpha=0.2, lw=0)
+                ax.fill_between(range(len(low)), low, high, color=_COLORS.get(key), alpha=0.2, lw=0)
         plot = pr.spec.plot
         ax.set_xlabel(plot.xlabel)
         ax.set_ylabel(plot.ylabel)
@@ -272,7 +272,7 @@ def _grid_table(pr: PanelResults) -> list[str]:
 
 
 def _diagnostics_table(pr: PanelResults) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for key, records in pr.chosen.items():
         history = _diagnosed(records)
         if not history:

@@ -631,7 +631,7 @@ def grid_search(spec: ExperimentSpec, panel: PanelSpec, out: Path) -> dict[str, 
     seeds = spec.grid_seeds
     window = smoothing_window(panel.epochs)
     for opt in panel.optimizers:
-        rows = []
+        rows: list[dict[str, Any]] = []
         smoothed: dict[str, float | None] = {}
         for setting in opt.settings():
             sid = setting_id(setting)
@@ -642,10 +642,10 @@ def grid_search(spec: ExperimentSpec, panel: PanelSpec, out: Path) -> dict[str, 
                 curve = _curve(record)
                 per_seed[str(seed)] = None if record["diverged"] else curve[-1]
                 per_seed_smooth[str(seed)] = None if record["diverged"] else smoothed_final(curve, window)
-            finals = list(per_seed.values())
-            smooths = list(per_seed_smooth.values())
-            mean = None if any(v is None for v in finals) else float(np.mean(finals))
-            mean_s = None if any(v is None for v in smooths) else float(np.mean(smooths))
+            finals = [v for v in per_seed.values() if v is not None]
+            smooths = [v for v in per_seed_smooth.values() if v is not None]
+            mean = float(np.mean(finals)) if len(finals) == len(seeds) else None
+            mean_s = float(np.mean(smooths)) if len(smooths) == len(seeds) else None
             smoothed[sid] = mean_s
             rows.append(
                 {
