@@ -74,3 +74,23 @@ def test_kernel_check_aarch64_under_emulation(tmp_path):
     """The kernel cross-compiled for aarch64 (NEON; only the generic build exists there) and run under qemu."""
     last = _compile_and_run(["aarch64-linux-gnu-gcc"], ["qemu-aarch64"], tmp_path, ["-static"])
     assert last == "kernel_check: ok (7 checks, builds: 0)"
+
+
+@pytest.mark.skipif(not Path("/bin/false").exists(), reason="needs /bin/false")
+def test_optimizer_warning_carries_the_real_reason(tmp_path, monkeypatch):
+    """The optimizers' fallback warning names why the kernel is unavailable (here ADAMLAB_CC=/bin/false),
+    instead of guessing at a missing compiler."""
+    import torch
+
+    import adamlab
+
+    monkeypatch.setattr(build, "_lib", None)
+    monkeypatch.setattr(build, "_error", None)
+    monkeypatch.setenv("ADAMLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("ADAMLAB_CC", "/bin/false")
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    with pytest.warns(RuntimeWarning, match=r"'/bin/false' exited with status 1") as record:
+        adamlab.Adam([p]).step()
+    assert "no C compiler?" not in str(record[0].message)
+    assert build.unavailable_reason() is not None

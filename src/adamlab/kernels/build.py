@@ -293,6 +293,11 @@ def load() -> ctypes.CDLL:
     return _lib
 
 
+def unavailable_reason() -> str | None:
+    """Why the kernel could not be built or loaded (None if it was, or has not been tried yet)."""
+    return _error
+
+
 def threading_model() -> str:
     """How the loaded kernel runs its threads: "openmp" (torch's own OpenMP pool) or "pthreads"."""
     return "openmp" if load().adamlab_threading() == 1 else "pthreads"

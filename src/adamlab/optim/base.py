@@ -248,8 +248,9 @@ class AdamFamily(Optimizer):
             self._require_kernel()
         if not getattr(self, "_warned_no_kernel", False):
             warnings.warn(
-                "adamlab: the fused CPU kernel could not be built (no C compiler?); using the slower reference "
-                "path. Set impl='reference' to silence this.",
+                "adamlab: the fused CPU kernel could not be built "
+                f"({build.unavailable_reason() or '`adamlab build` says why'}); using the slower reference path. "
+                "Set impl='reference' to silence this.",
                 RuntimeWarning,
                 stacklevel=4,
             )
