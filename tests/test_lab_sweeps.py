@@ -67,12 +67,14 @@ def test_two_stages_train_the_grid_with_one_seed_and_the_choice_with_all(one_pro
     assert f"p/runs/adam/{other}_seed0.json" in runs and f"p/runs/adam/{other}_seed1.json" not in runs
 
 
+@pytest.mark.slow  # separate processes (each imports torch)
 def test_jobs_give_the_results_of_one_process(one_process, tmp_path):
     run_spec(_spec(), tmp_path, progress=False, jobs=2)
     assert _results(tmp_path) == _results(one_process)
     assert not list(tmp_path.rglob("*.lock")) and not list(tmp_path.rglob("*.ckpt.pt"))
 
 
+@pytest.mark.slow  # separate processes (each imports torch)
 def test_shards_in_separate_processes_merge_to_the_one_process_results(one_process, tmp_path):
     shards = [
         _process("run_spec(spec, out, progress=False, shard=(int(sys.argv[1]), 2))\n", tmp_path, str(k)) for k in (1, 2)
@@ -84,6 +86,7 @@ def test_shards_in_separate_processes_merge_to_the_one_process_results(one_proce
     assert len(states["done"]) == 10 and not (states["left"] or states["running"] or states["unplanned"])
 
 
+@pytest.mark.slow  # separate processes (each imports torch)
 def test_two_processes_on_one_directory_never_train_the_same_run(tmp_path):
     log = tmp_path / "epochs.log"
     code = f"""
@@ -155,6 +158,7 @@ def test_training_on_an_explicit_cpu_device_gives_the_default_results(one_proces
     assert record["device"] == "cpu"
 
 
+@pytest.mark.slow  # separate processes (each imports torch)
 def test_kill_9_then_resume_gives_the_numbers_of_an_uninterrupted_run(one_process, tmp_path):
     # The process kills itself with SIGKILL right after saving epoch 2 of its third run: no cleanup at all (its
     # lock and checkpoint stay behind). The same spec run again takes the stale lock and resumes at epoch 3.
