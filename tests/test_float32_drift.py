@@ -37,8 +37,9 @@ def test_one_step_is_as_accurate_as_torch_fused(drift, isa, t):
         errors = drift.one_step_error(n=200_000, t=t, paths=("adamlab fused", "torch fused"))
     fused, torch_fused = errors["adamlab fused"], errors["torch fused"]
     # A correctly rounded θ_t has a mean error of 1/4 ulp; every path here is within a few % of that. The fused
-    # step may round differently, but not be less accurate (1% leeway for the sampling of 2e5 coordinates).
-    assert 0.24 < fused["mean_ulp"] <= 1.01 * torch_fused["mean_ulp"], (fused, torch_fused)
+    # step may round differently, but not be measurably less accurate: within 1.5% of torch's mean error
+    # (measured: AVX2/AVX-512 builds within 0.4%, the generic build, without FMAs, within 0.9%).
+    assert 0.24 < fused["mean_ulp"] <= 1.015 * torch_fused["mean_ulp"], (fused, torch_fused)
     assert fused["mean_rel_update"] <= 1.05 * torch_fused["mean_rel_update"]
 
 
