@@ -67,7 +67,7 @@ def test_the_handwritten_loop_lowers_the_objective(pixels):
 
 
 def test_bad_input_is_refused(pixels, capsys):
-    with pytest.raises(ValueError, match="unknown model 'fig9' for bench train; valid: fig2a, .*fig4"):
+    with pytest.raises(ValueError, match=r"unknown model 'fig9' for bench train; valid: fig2a, .*fig4"):
         run_train_benchmark("fig9")
     with pytest.raises(ValueError, match="epochs must be an integer >= 2"):
         run_train_benchmark("fig2a", epochs=1, dataset=pixels)
