@@ -423,6 +423,11 @@ def readme_block(out_dir: str | os.PathLike[str], link_base: str | None = None) 
     out = Path(out_dir)
     spec = R.read_spec(out)
     import_experiment_module(spec.name)
+    if spec.report != "curves":  # the experiment's module writes its own block (e.g. the theory's)
+        import importlib
+
+        module = importlib.import_module(f"adamlab.lab.experiments.{spec.name}")
+        return str(module.readme_block(out, link_base))
     loaded = {p.name: load_panel(spec, p, out) for p in spec.panels}
     panels = {k: v for k, v in loaded.items() if v is not None}
     states = unit_states(spec, out)

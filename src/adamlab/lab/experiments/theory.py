@@ -430,3 +430,10 @@ def write_report(out_dir: Path) -> Path:
     from adamlab.lab.experiments.theory_report import write_report as write
 
     return write(Path(out_dir))
+
+
+def readme_block(out_dir: Path, link_base: str | None = None) -> str:
+    """The README's theory block from the saved task results (:mod:`~adamlab.lab.experiments.theory_report`)."""
+    from adamlab.lab.experiments.theory_report import readme_block as block
+
+    return block(Path(out_dir), link_base)
