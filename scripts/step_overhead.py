@@ -9,7 +9,8 @@ On the benchmark's transformer layout, interleaved round-robin like ``adamlab be
 - ``step, torch's wrapper``: the same as ``step``, inside torch.optim's own step wrapper (which enters the
   profiler's ``record_function`` on every step) instead of adamlab's.
 
-Run: ``python scripts/step_overhead.py [--threads 1 2] [--rounds 60]`` (about a minute per thread count).
+Run: ``python scripts/step_overhead.py [--threads 1 2] [--rounds 60] [--layout small] [--isa avx2]`` (about a
+minute per thread count).
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--layout", default="transformer", choices=sorted(LAYOUTS))
+    parser.add_argument("--isa", default="auto", choices=["auto", *build.ISAS], help="the kernel build to run")
     args = parser.parse_args()
+    if args.isa != "auto" and args.isa not in build.supported_isas():
+        parser.error(f"--isa {args.isa}: this CPU runs {', '.join(build.supported_isas())}")
+    build.set_isa(args.isa)
     if build.bridge(wait=True) is None:
         raise SystemExit(f"the step bridge is unavailable: {build.bridge_error()}")
     sizes = LAYOUTS[args.layout][1]
@@ -59,7 +64,10 @@ def main() -> None:
         "step, Python checks": python_checks,
         "step, torch's wrapper": lambda: torch_wrapped(opt),
     }
-    print(f"{args.layout}: {len(sizes)} tensors, {sum(sizes):,} elements; {args.rounds} rounds of 5 steps each")
+    print(
+        f"{args.layout}: {len(sizes)} tensors, {sum(sizes):,} elements; {args.rounds} rounds of 5 steps each; "
+        f"kernel build {build.isa()}"
+    )
     for nthreads in args.threads:
         torch.set_num_threads(nthreads)
         times: dict[str, list[float]] = {name: [] for name in contenders}
