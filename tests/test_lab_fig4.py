@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from adamlab.lab.experiments import fig4
+from adamlab.lab.experiments import fig4, fig4_report
 from adamlab.lab.experiments.fig4 import Cell, build_spec, cell_key, judge_best_cell, judge_instability, parse_key
 from adamlab.lab.spec import ExperimentSpec
 
@@ -148,15 +148,15 @@ def test_a_small_grid_through_the_lab_and_the_report(tmp_path):
     )
     spec = dataclasses.replace(spec, panels=panels, claims=())
     run_spec(spec, tmp_path, progress=False)
-    cells, counts = fig4.collect_cells(tmp_path, spec, "early")
+    cells, counts = fig4_report.collect_cells(tmp_path, spec, "early")
     assert counts["planned"] == counts["complete"] == 8 and len(cells) == 8
     ok = [c for c in cells if c.finite]
     assert ok and all((c.loss or 0) > 0 for c in ok)  # −ELBO ≥ −log p(x) > 0 for binary pixels
     # with correction and α = 1e-3 the loss fell below the ≈ 784·log 2 nats of the initial (logits ≈ 0) decoder
     assert all((c.loss or 0) < 784 * np.log(2) for c in ok if c.bias_correction and c.log10_alpha == -3)
-    n, worst = fig4.early_is_prefix_of_late(tmp_path, spec)
+    n, worst = fig4_report.early_is_prefix_of_late(tmp_path, spec)
     assert n == len(ok) and worst == 0.0
-    report = fig4.write_report(tmp_path).read_text()
+    report = fig4_report.write_report(tmp_path).read_text()
     assert "Figure 4 in the paper's layout" in report and "QUICK RUN" in report
     assert (tmp_path / "fig4_alpha.png").is_file()
     assert "| early (1 epochs) | 8 of 8 |" in report

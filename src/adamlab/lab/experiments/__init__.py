@@ -115,7 +115,7 @@ def _fig4_spec(*, quick: bool, seed: int, seeds: int | None = None) -> Experimen
 
 
 def _fig4_report(out_dir: Path) -> Path:
-    from adamlab.lab.experiments.fig4 import write_report
+    from adamlab.lab.experiments.fig4_report import write_report
 
     return write_report(out_dir)
 
