@@ -84,17 +84,28 @@ def test_sparse_gradient_raises(cls):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_fused_routes_half_precision_to_the_reference_path(dtype):
-    """The kernel has no bfloat16/float16 loops yet: impl="fused" (as torch's fused=True) steps them on the
-    reference path, with the same result as impl="reference"."""
-    ps = [torch.nn.Parameter(torch.linspace(-1, 1, 8, dtype=dtype)) for _ in range(2)]
-    opts = [adamlab.Adam([ps[0]], impl="fused"), adamlab.Adam([ps[1]], impl="reference")]
-    for _ in range(3):
+def test_half_precision_takes_the_half_kernel_or_the_reference_path(dtype):
+    """bfloat16/float16 under impl="fused" (and "auto"): Adam without averaging takes the kernel's half-precision
+    loops, equal to torch.optim.Adam(fused=True) (float32 arithmetic in torch's order, state in the dtype);
+    with averaging (which those loops do not keep) the reference path, equal to impl="reference"."""
+    torch.manual_seed(0)
+    start, grads = torch.randn(300).to(dtype), [torch.randn(300).to(dtype) for _ in range(4)]
+    ps = [torch.nn.Parameter(start.clone()) for _ in range(5)]
+    opts = [
+        adamlab.Adam([ps[0]], lr=1e-2, impl="fused"),
+        torch.optim.Adam([ps[1]], lr=1e-2, fused=True),
+        adamlab.Adam([ps[2]], lr=1e-2, impl="fused", averaging=True),
+        adamlab.Adam([ps[3]], lr=1e-2, impl="reference", averaging=True),
+        adamlab.Adam([ps[4]], lr=1e-2),
+    ]
+    for g in grads:
         for p, opt in zip(ps, opts):
-            p.grad = torch.linspace(1, 2, 8, dtype=dtype)
+            p.grad = g.clone()
             opt.step()
-    assert torch.equal(ps[0], ps[1]) and not opts[0]._plans
-    assert float(ps[0][0]) == pytest.approx(-1 - 3e-3, rel=1e-2)  # three steps of −α (constant gradient)
+    assert torch.equal(ps[0], ps[1]) and torch.equal(ps[0], ps[4])
+    assert torch.equal(opts[0].state[ps[0]]["exp_avg_sq"], opts[1].state[ps[1]]["exp_avg_sq"])
+    assert torch.equal(ps[2], ps[3])
+    assert not opts[0]._plans
 
 
 def test_fused_refuses_other_devices_naming_the_reason():

@@ -8,7 +8,8 @@ keys torch.optim uses: ``step``, ``exp_avg``, ``exp_avg_sq``/``exp_inf``, ``max_
 
 - ``"reference"``: each tensor on its own, literally as the paper writes it (any device, dtype, autograd);
 - ``"foreach"``: torch's multi-tensor operations over all tensors (the path for CUDA, MPS and XPU);
-- ``"fused"``: adamlab's C kernel (contiguous float32/float64 CPU tensors; one pass over memory);
+- ``"fused"``: adamlab's C kernel (contiguous float32/float64 CPU tensors, and bfloat16/float16 for Adam
+  without averaging; one pass over memory);
 - ``"torch"``: torch's own fused (or foreach) Adam, where its semantics are adamlab's (Adam without the
   paper's extra options; see :func:`torch_supports`): the tensors with non-finite gradients take the reference
   path first, so non-finite entries never enter the state.
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 from adamlab.hyperparameters import AdaMaxHyperparameters, AdamHyperparameters
-from adamlab.kernels.fused import FusedPlan, why_not_fused
+from adamlab.kernels.fused import FUSED_DTYPES, FusedPlan, why_not_fused
 from adamlab.optim import reference
 
 IMPLS = ("reference", "foreach", "fused", "torch")
@@ -67,16 +68,26 @@ def torch_supports(hp: Any, params: Sequence[torch.Tensor]) -> bool:
 
 
 def _fused(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], states: Sequence[State], hp: Any) -> list:
+    """adamlab's C kernel, one call per dtype: float32/float64 (``FusedPlan``), bfloat16/float16 for Adam
+    without averaging (``adamlab.kernels.half``: float32 arithmetic in registers, state in the parameter dtype)."""
     keys = hp.state_keys
     for i, (p, g, s) in enumerate(zip(params, grads, states)):
-        why = why_not_fused(p, g, s, keys)
+        why = why_not_fused(p, g, s, keys, hp)
         if why is not None:
             raise RuntimeError(f"impl='fused': tensor {i} {why}")
     counts: list[int] = [0] * len(params)
     for dtype in {p.dtype for p in params}:
         members = [i for i, p in enumerate(params) if p.dtype == dtype]
-        plan = FusedPlan(hp.algorithm, keys, [params[i] for i in members], [states[i] for i in members])
-        for i, c in zip(members, plan.step(hp, [grads[i] for i in members])):
+        ps, gs, sts = [params[i] for i in members], [grads[i] for i in members], [states[i] for i in members]
+        if dtype in FUSED_DTYPES:
+            result: Sequence[int] = FusedPlan(hp.algorithm, keys, ps, sts).step(hp, gs)
+        else:
+            from adamlab.kernels.half import adam_step_half
+
+            vmax = [s["max_exp_avg_sq"] for s in sts] if hp.amsgrad else None
+            exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in sts], [s["exp_avg_sq"] for s in sts]
+            result = adam_step_half(ps, gs, exp_avgs, exp_avg_sqs, vmax, [s["step"] for s in sts], hp)
+        for i, c in zip(members, result):
             counts[i] = c
     return counts
 

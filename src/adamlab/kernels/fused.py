@@ -29,10 +29,12 @@ def is_plain(t: torch.Tensor) -> bool:
     )
 
 
-def why_not_fused(p: torch.Tensor, grad: torch.Tensor, state: dict, keys: Sequence[str]) -> str | None:
-    """None if the kernel can step this parameter; else what it lacks, in words (for impl="fused"'s error)."""
-    if p.dtype not in FUSED_DTYPES:
-        return f"is {p.dtype} (the kernel takes float32 and float64)"
+def why_not_fused(p: torch.Tensor, grad: torch.Tensor, state: dict, keys: Sequence[str], hp: Any = None) -> str | None:
+    """None if the kernel can step this parameter; else what it lacks, in words (for impl="fused"'s error).
+    With ``hp``, bfloat16/float16 parameters count as taken where the half-precision kernel
+    (``adamlab.kernels.half``) steps them: Adam without averaging."""
+    if p.dtype not in FUSED_DTYPES and not (hp is not None and half_kernel_takes(p, hp)):
+        return f"is {p.dtype} (the kernel takes float32 and float64, and bfloat16/float16 for Adam without averaging)"
     if not p.is_cpu:
         return f"is on {p.device} (the kernel runs on the CPU)"
     if type(p) not in (torch.Tensor, torch.nn.Parameter):
@@ -67,6 +69,20 @@ def _check_kernel_tables() -> None:
     from adamlab.hyperparameters import check_kernel_source
 
     check_kernel_source(build.SOURCE)
+
+
+def half_kernel_takes(p: torch.Tensor, hp: Any) -> bool:
+    """Whether ``adamlab.kernels.half`` steps this parameter's dtype with these options (layout aside)."""
+    from adamlab.kernels.half import HALF_TYPES
+
+    return (
+        p.dtype in HALF_TYPES
+        and hp.algorithm == "adam"
+        and not hp.averaging
+        and hp.in_kernel
+        and build.available()
+        and hasattr(build.load(), "adamlab_adam_step_half")
+    )
 
 
 class FusedPlan:

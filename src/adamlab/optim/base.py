@@ -33,7 +33,7 @@ _FOREIGN_STATE = {
     "square_avg": "RMSprop's or Adadelta's",
     "sum": "Adagrad's",
 }
-#: Parameter dtypes the fused kernel does not take (yet) but impl="fused" accepts: they take the reference path.
+#: Half-precision dtypes: the kernel's half-precision loops (Adam without averaging) or the reference path.
 _ROUTED_DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -291,15 +291,16 @@ class AdamFamily(Optimizer):
         DTensors that are not sharded alike)."""
         if impl in ("reference", "foreach") or differentiable:
             return "reference" if differentiable else impl
-        why = why_not_fused(p, grad, state, hp.state_keys)
+        why = why_not_fused(p, grad, state, hp.state_keys, hp)
+        half = p.dtype in _ROUTED_DTYPES  # the half-precision kernel: not cached in a plan
         if impl == "fused":
             if why is None and hp.in_kernel:
-                return "fused"
-            if p.device.type == "cpu" and (p.dtype in _ROUTED_DTYPES or (lenient and p.layout == torch.strided)):
-                return "reference"  # the kernel has no bf16/fp16 loops yet; fused=True as torch's
+                return "half" if half else "fused"
+            if p.device.type == "cpu" and (half or (lenient and p.layout == torch.strided)):
+                return "reference"  # what the kernel cannot take but torch's fused=True would
             return "raise"
         if why is None and hp.in_kernel and self._kernel_available(impl):
-            return "fused"
+            return "half" if half else "fused"
         dtensor_type = dtensor.dtensor_class()
         if p.device.type in ("cpu", "meta") or (dtensor_type is not None and isinstance(p, dtensor_type)):
             return "reference"
@@ -363,7 +364,7 @@ class AdamFamily(Optimizer):
                     self._plans[index] = plan
             else:
                 run = functional.adam if hp.algorithm == "adam" else functional.adamax
-                counts = run(ps, gs, sts, hp, impl=route)
+                counts = run(ps, gs, sts, hp, impl="fused" if route == "half" else route)
             dtensor_type = dtensor.dtensor_class()
             for (p, lp, _, _), c in zip(members, counts):
                 if lp is not p and dtensor_type is not None and isinstance(p, dtensor_type):
@@ -388,7 +389,7 @@ class AdamFamily(Optimizer):
         """impl="fused" on a tensor the kernel cannot take: raise, saying why (unless it is routed)."""
         if p.dtype in _ROUTED_DTYPES and p.device.type == "cpu":
             return
-        why = why_not_fused(p, grad, state, keys)
+        why = why_not_fused(p, grad, state, keys, hp)
         if why is None and not hp.in_kernel:
             why = "uses an option the fused kernel does not implement"
         if why is not None:
