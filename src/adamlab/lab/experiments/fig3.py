@@ -352,7 +352,7 @@ def plot_figure3(spec: ExperimentSpec, panels: dict[str, Any], out: Any) -> list
     from adamlab.files import save_figure
     from adamlab.lab.report import _COLORS, FORMATS
 
-    fig = Figure(figsize=(16, 4.6))
+    fig = Figure(figsize=(16, 5.4), layout="constrained")
     FigureCanvasAgg(fig)
     early, late, probe = fig.subplots(1, 3)
     for name, pr in panels.items():
@@ -408,7 +408,10 @@ def report(out_dir: Any) -> Any:
         "",
         f"![Figure 3]({Path(figures[0]).name})",
         "",
-        f"Epochs covered: {epochs} (paper: {FULL_EPOCHS}); seeds: {', '.join(map(str, spec.seeds))}.",
+        f"Epochs covered: {epochs} (paper: {FULL_EPOCHS}); seeds: {', '.join(map(str, spec.seeds))}. The network's "
+        "initial weights are He-normal N(0, 2/fan_in) for the ReLU layers and N(0, 0.01²) for the softmax layer "
+        '(`adamlab.lab.convnet.he_init`, not the generic N(0, 0.01²) of the table above); "with dropout" drops '
+        "20 % of the input pixels and 50 % of the 1000 fully connected units.",
         "",
         "| claim | verdict | numbers |",
         "| --- | --- | --- |",
