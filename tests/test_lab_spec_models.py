@@ -49,7 +49,9 @@ def test_models_and_objectives_are_registered_by_name():
     with pytest.raises(ValueError, match=r"unknown model kind 'nope'; known: .*logistic, mlp"):
         build_model(ModelSpec(kind="nope"), 4, 3)
     with pytest.raises(ValueError, match=r"unknown objective 'nope'; known: .*nll"):
-        training_loss(build_model(ModelSpec(), 4, 3), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), 0.0, objective="nope")
+        training_loss(
+            build_model(ModelSpec(), 4, 3), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), 0.0, objective="nope"
+        )
 
     def squares(model, x, y, generator):  # a regression objective: mean of ½‖f(x)‖²
         return 0.5 * model(x, generator).pow(2).sum(dim=1).mean()
@@ -62,7 +64,9 @@ def test_models_and_objectives_are_registered_by_name():
         x = torch.randn(3, 4)
         model.forward = lambda x, generator=None: torch.nn.Linear.forward(model, x)
         expected = 0.5 * (x @ model.weight.T + model.bias).pow(2).sum() / 3
-        assert float(training_loss(model, x, torch.zeros(3), 0.0, objective="squares")) == pytest.approx(float(expected))
+        assert float(training_loss(model, x, torch.zeros(3), 0.0, objective="squares")) == pytest.approx(
+            float(expected)
+        )
     finally:
         MODELS.pop("twice", None)
         OBJECTIVES.pop("squares", None)
