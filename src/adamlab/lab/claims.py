@@ -161,16 +161,16 @@ def judge(
 
     if claim.kind == "approx":
         values = [(a - b) / min(a, b) for a, b in zip(sa, sb)]
-        what = "differ by"
+        what = f"({la} − {lb})/min"
     elif claim.kind == "as_fast":
         values = [(a - b) / b for a, b in zip(sa, sb)]
-        what = f"{la} higher by"
+        what = f"({la} − {lb})/{lb}"
     else:  # faster
         values = [(b - a) / b for a, b in zip(sa, sb)]
-        what = f"{la} lower by"
+        what = f"({lb} − {la})/{lb}"
     mean, lo, hi = t_interval(values)
     numbers.update(statistic="relative gap", values=values, mean=mean, lo=lo, hi=hi)
-    text = f"{costs}: {what} {_pct(mean)} ({_interval_text(lo, hi, n)}; tolerance {tol:.0%})"
+    text = f"{costs}: {what} = {_pct(mean)} ({_interval_text(lo, hi, n)}; tolerance {tol:.0%})"
     if n < 2:
         return Verdict(claim, INCONCLUSIVE, text + ": needs ≥ 2 seeds", numbers)
     if claim.kind == "approx":
