@@ -57,7 +57,9 @@ def _task_seconds(out: Path, spec: ExperimentSpec) -> dict[str, float]:
         for seed in spec.seeds:
             path = R.task_path(out, task.name, seed)
             if path.is_file():
-                found[task.name] = float(R.read_json(path).get("seconds", math.nan))
+                record = R.read_json(path)
+                if record.get("settings") == task.settings:  # a task's time holds for its own settings only
+                    found[task.name] = float(record.get("seconds", math.nan))
     return found
 
 
