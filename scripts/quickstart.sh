@@ -8,4 +8,6 @@ bash scripts/setup.sh lab
 if [ -z "${ADAMLAB_DATA:-}" ] && [ -d ../shared/data ]; then
     export ADAMLAB_DATA="$(cd ../shared/data && pwd)"
 fi
-adamlab reproduce fig1 --quick "$@"
+# One worker process per core (at most 2 is what the quick sweep profits from on a small machine).
+jobs=$(( $(nproc) < 2 ? 1 : 2 ))
+adamlab reproduce fig1 --quick --jobs "$jobs" "$@"
