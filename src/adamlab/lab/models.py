@@ -41,6 +41,7 @@ __all__ = [
     "init_parameters",
     "l2_penalty",
     "mean_nll",
+    "predicted_class",
     "register_model",
     "register_objective",
     "training_loss",
@@ -186,22 +187,58 @@ def l2_penalty(model: nn.Module, coefficient: float) -> torch.Tensor:
     return 0.5 * coefficient * total
 
 
+#: ``fn(model, x, y, generator) -> tensor``: a minibatch objective (or, for ``loss_and_outputs``, a pair).
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], torch.Tensor]
+LossAndOutputsFn = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]
+]
+
+
 @dataclass(frozen=True)
 class Objective:
     """A training objective: ``loss(model, x, y, generator)`` is the mean over the minibatch of the
     per-example loss (without the L2 penalty); ``classifier``: whether accuracy is meaningful (the model's
-    output is class scores)."""
+    output is class scores).
 
-    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], torch.Tensor]
+    ``loss_and_outputs(model, x, y, generator) -> (mean loss, outputs)``, optional: the same mean loss
+    together with the model's outputs of that one forward pass (a classifier's class scores), so that an
+    evaluation gets the loss and the accuracy from one pass over the data (:meth:`evaluate`)."""
+
+    loss: LossFn
     classifier: bool = False
+    loss_and_outputs: LossAndOutputsFn | None = None
+
+    def evaluate(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mean loss, outputs)`` of one minibatch; ``outputs`` are the class scores of a classifier (else
+        ``None``). One forward pass when the objective has ``loss_and_outputs``; an objective registered
+        with ``loss`` alone costs a second pass for a classifier's scores."""
+        if self.loss_and_outputs is not None:
+            loss, outputs = self.loss_and_outputs(model, x, y, generator)
+            return loss, outputs if self.classifier else None
+        loss = self.loss(model, x, y, generator)
+        return loss, model(x) if self.classifier else None
+
+
+def _nll_and_logits(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(x, generator)
+    return mean_nll(logits, y), logits
 
 
 def _nll(model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return mean_nll(model(x, generator), y)
+    return _nll_and_logits(model, x, y, generator)[0]
+
+
+def predicted_class(scores: torch.Tensor) -> torch.Tensor:
+    """A classifier's predicted labels from its scores: argmax over classes, or logit > 0 for one logit."""
+    return (scores[:, 0] > 0).long() if scores.shape[1] == 1 else scores.argmax(dim=1)
 
 
 #: The objectives a :class:`~adamlab.lab.spec.ModelSpec` can name; a VAE registers its negative ELBO.
-OBJECTIVES: dict[str, Objective] = {"nll": Objective(_nll, classifier=True)}
+OBJECTIVES: dict[str, Objective] = {"nll": Objective(_nll, classifier=True, loss_and_outputs=_nll_and_logits)}
 
 
 def register_objective(name: str, objective: Objective) -> None:

@@ -140,11 +140,18 @@ def negative_elbo(model: nn.Module, x: torch.Tensor, generator: torch.Generator 
     return model(x, generator).mean()
 
 
+def _negative_elbo_and_outputs(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    del y  # unsupervised: the labels are not used
+    per_example = model(x, generator)
+    return per_example.mean(), per_example
+
+
 def _negative_elbo_objective(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
-    del y  # unsupervised: the labels are not used
-    return negative_elbo(model, x, generator)
+    return _negative_elbo_and_outputs(model, x, y, generator)[0]
 
 
 def _build_vae(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
@@ -158,4 +165,7 @@ def _build_vae(spec: ModelSpec, n_features: int, n_classes: int) -> nn.Module:
 
 # The lab's registries: specs name the VAE as ModelSpec(kind="vae", objective="negative_elbo").
 register_model("vae", _build_vae)
-register_objective("negative_elbo", Objective(_negative_elbo_objective, classifier=False))
+register_objective(
+    "negative_elbo",
+    Objective(_negative_elbo_objective, classifier=False, loss_and_outputs=_negative_elbo_and_outputs),
+)

@@ -62,7 +62,14 @@ from adamlab.lab import parallel
 from adamlab.lab import results as R
 from adamlab.lab.claims import smoothed_final, smoothing_window
 from adamlab.lab.datasets import TrainingData, load_dataset
-from adamlab.lab.models import build_model, get_objective, init_parameters, l2_penalty, training_loss
+from adamlab.lab.models import (
+    build_model,
+    get_objective,
+    init_parameters,
+    l2_penalty,
+    predicted_class,
+    training_loss,
+)
 from adamlab.lab.spec import ExperimentSpec, OptimizerSpec, PanelSpec, TaskSpec, setting_id
 from adamlab.progress import progress as progress_bar
 
@@ -205,11 +212,10 @@ def evaluate(
     total = 0.0
     correct = 0
     for xb, yb in data.chunks():
-        total += float(obj.loss(model, xb, yb, gen)) * len(yb)
-        if obj.classifier:
-            logits = model(xb)
-            pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
-            correct += int((pred == yb).sum())
+        loss, scores = obj.evaluate(model, xb, yb, gen)  # one forward pass: the loss and the class scores
+        total += float(loss) * len(yb)
+        if scores is not None:
+            correct += int((predicted_class(scores) == yb).sum())
     model.train(was_training)
     mean = total / data.n_examples
     out = {"train_cost": mean + float(l2_penalty(model, l2)), f"train_{objective}": mean}
