@@ -826,11 +826,17 @@ typedef struct {
     int64_t *nonfinite; /* per tensor */
     int64_t total;      /* concatenated elements */
     int64_t next_chunk; /* shared counter (atomic) */
+    /* state_kernels.c's own work on [begin, end) (quantised state, by blocks); NULL: the loops above */
+    void (*range)(void *job, int64_t k, int64_t offset, int64_t begin, int64_t end);
 } job_t;
 
 /* Elements [begin, end) of the concatenation; tensor k starts at element `offset` (k ≤ the first tensor
  * that holds `begin`). */
 static void run_range(job_t *job, int64_t k, int64_t offset, int64_t begin, int64_t end) {
+    if (job->range) {
+        job->range(job, k, offset, begin, end);
+        return;
+    }
     for (; k < job->n_tensors && offset < end; ++k) {
         int64_t n = job->numel[k];
         int64_t lo = begin > offset ? begin - offset : 0;
@@ -1047,3 +1053,5 @@ void adamlab_roofline(int64_t n, float *p, const float *g, float *m, float *v, i
     void *pp = p, *gg = (void *)g, *mm = m, *vv = v;
     adamlab_roofline_multi(1, &n, &pp, &gg, &mm, &vv, nthreads);
 }
+
+#include "state_kernels.c"

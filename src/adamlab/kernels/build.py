@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 SOURCE = Path(__file__).with_name("adam_kernels.c")
+#: Included by adam_kernels.c: the quantised-state loops (adamlab.kernels.quantized); part of the cache key.
+STATE_SOURCE = Path(__file__).with_name("state_kernels.c")
 FLAGS = [
     "-O3",
     "-fno-math-errno",
@@ -173,7 +175,7 @@ def _compile(cc: str, version: str, variant: str) -> Path:
     flags = [*FLAGS, *VARIANT_FLAGS[variant]]
     return _cached_build(
         f"adam_kernels-{variant}",
-        [SOURCE.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode()],
+        [SOURCE.read_bytes(), STATE_SOURCE.read_bytes(), " ".join(flags).encode(), cc.encode(), version.encode()],
         [cc, *flags, str(SOURCE), "-lm"],
         f"{SOURCE.name} with {cc}",
     )
@@ -211,6 +213,8 @@ def _build() -> tuple[ctypes.CDLL, str]:
     lib.adamlab_adam_step_half.argtypes = [i32, i64, p, p, p, p, p, p, p, p, i32, i32, p]
     lib.adamlab_adamax_step.restype = i64
     lib.adamlab_adamax_step.argtypes = [i32, i64, p, p, p, p, p, p, p, p, i32, i32, p]
+    lib.adamlab_adam_step_quantised.restype = i64
+    lib.adamlab_adam_step_quantised.argtypes = [i32, i32, i64, p, p, p, p, p, p, p, p, p, i64, p, i32, i32, p]
     lib.adamlab_roofline.restype = None
     lib.adamlab_roofline.argtypes = [i64, p, p, p, p, i32]
     lib.adamlab_roofline_half_multi.restype = None

@@ -1,0 +1,346 @@
+/*
+ * Quantised optimizer state (issue 16): Adam and AdaMax with m and v stored in 8 bits with a float32 scale per
+ * block ("int8"), or in bfloat16 with seeded stochastic rounding ("bf16"); θ and g stay float32.
+ *
+ * Included at the end of adam_kernels.c (it shares that file's statics: scalars_t, adam_scalars and
+ * adamax_scalars, the ISA target macros, finite_f, bf16_to_f, job_t and run_jobs). The arithmetic is the
+ * contract of docs/quantised-state.md (briefs: quant_spec.md), one float32 operation at a time, rounded, in
+ * the written order, with no fused multiply-add (the library is built with -ffp-contract=off), so that every
+ * instruction-set build gives the same bits as the NumPy oracle (adamlab.numpy.quantised):
+ *
+ *   dequantise m̃, ṽ;  g ← sign·g (maximize), + λ·θ (L2);  θ ← θ·decay (decoupled);
+ *   m = (b1·m̃) + (c1·g);  v = (b2·ṽ) + ((c2·g)·g)      [AdaMax: u = max(b2·ũ, |g|)]
+ *   θ ← θ + (nstep·m)/(√v·dmul + ε)                      [AdaMax: θ + (nstep·m)/(u·dmul + ε)]
+ *   re-quantise m, v (int8: with the block's new absmax; bf16: stochastic rounding).
+ *
+ * Two choices the contract leaves open, made as the fp32 kernel makes them (say so to the oracle):
+ *  - where the denominator is not positive (ε = 0 and v = 0, e.g. AdaMax's default ε = 0 on a coordinate that
+ *    never had a gradient, or whose ũ quantised to 0), θ is not moved (θ·decay under decoupled decay): the
+ *    step is 0, not 0/0 or ∞ (adamlab.numpy.adam's safe_div);
+ *  - int8 codes: x = 127·√r (or 255·⁴√r, 255·√r) is clamped as min(max(x, 0), 127 or 255), which sends a NaN
+ *    x to 0. A NaN x arises only where the block's scale is subnormal (1/s = ∞, and 0·∞ for a zero element):
+ *    zeros stay 0, every other element of such a block codes as the block's maximum.
+ *
+ * int8, per block of B elements (the last may be shorter; blocks start at element 0 of each tensor):
+ *   m: signed square map, q = ±rint(127·√(|m|/s)), m̃ = ±(a·a)·s with a = |q|·(1/127);
+ *   v: unsigned fourth-power map, q = rint(255·√√(v/s)), ṽ = (b·b)·s with b = a·a, a = q·(1/255);
+ *   u (AdaMax): unsigned square map with 255; s = the block's max |x| after the update, one float32 per block
+ *   and moment; |x|/s is computed as |x|·(1.0f/s), one division per block.
+ * One pass over memory: a block is dequantised, updated (θ written), and its new m and v are kept in two
+ * L1-resident float buffers while the absmax is found, then re-quantised from them.
+ *
+ * bf16: m, v stored as bfloat16; encode x with 16 random bits r: NaN → 0x7FC0, else (bits(x) + r) >> 16;
+ *   r = mix(key ^ i) >> 16 for element i of the flattened tensor, key = mix(seed ^ mix(2·step + which)),
+ *   which = 0 for m and 1 for v/u, step the tensor's count after its increment; mix is a 32-bit integer hash.
+ *
+ * Non-finite gradients: the coordinate keeps its θ and stores its old (dequantised) m̃, ṽ, re-quantised (with
+ * the block's new scale for int8), and is counted for its tensor.
+ *
+ * Threads: the driver of adam_kernels.c (chunks of the concatenation) through job_t's `range` hook; a block is
+ * run by the chunk that holds its first element, so a block never straddles two threads, and every element
+ * takes the same arithmetic whatever the thread count.
+ */
+
+#define QMODE_BF16 0
+#define QMODE_INT8 1
+#define Q_STACK_BLOCK 4096 /* blocks up to this size keep their buffers on the stack */
+
+/* The per-tensor float32 constants of the contract. */
+typedef struct {
+    float b1, c1, b2, c2, nstep, dmul, eps, l2, decay, sign;
+    uint32_t key_m, key_v; /* bf16's random-bit keys */
+} qscalars_t;
+
+/* The contract's 32-bit mixing function (the random bits of bf16's stochastic rounding). */
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline uint32_t q_bits(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+static inline float q_float(uint32_t b) {
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* bf16 stochastic rounding with the random bits r (< 2^16): NaN → 0x7FC0, else (bits(x) + r) >> 16. */
+static inline uint16_t bf16_round_stochastic(float x, uint32_t r) {
+    const uint32_t b = q_bits(x);
+    return (uint16_t)((b & 0x7fffffffu) > 0x7f800000u ? 0x7FC0u : (b + r) >> 16);
+}
+
+/* rint (round half to even) of x after clamping it to [0, HI] (NaN → 0), as an integer: adding 2^23 to a
+ * float in [0, 2^23) leaves the rounded integer in the low mantissa bits. min(max(x, 0), HI) in the order of
+ * the SIMD max/min instructions (maxps(x, 0) is 0 for a NaN x). */
+static inline int32_t q_code(float x, float hi) {
+    x = x > 0.0f ? x : 0.0f;
+    x = x < hi ? x : hi;
+    return (int32_t)(q_bits(x + 8388608.0f) - 0x4B000000u);
+}
+
+/*
+ * The update of one coordinate (the contract's steps 2 and 3), shared by both formats: from g, θ and the
+ * dequantised m̃ (MT), ṽ (VT), sets OK (g finite), PN (the new θ: the old one where g is not finite), MF, VF
+ * (the m and v to store: the old m̃, ṽ where g is not finite).
+ */
+#define Q_UPDATE(ADAMAX, WD, c, gi, pi, MT, VT, OK, PN, MF, VF)                                 \
+    const int OK = finite_f(gi);                                                                \
+    float PN, MF, VF;                                                                           \
+    {                                                                                           \
+        float ge = gi * c->sign;                                                                \
+        if (WD == 1) ge = ge + c->l2 * pi;                                                      \
+        const float pd = WD == 2 ? pi * c->decay : pi;                                          \
+        const float mn = (c->b1 * MT) + (c->c1 * ge);                                           \
+        float vn, den;                                                                          \
+        if (ADAMAX) {                                                                           \
+            const float a = c->b2 * VT, ag = fabsf(ge);                                         \
+            vn = a > ag ? a : ag;                                                               \
+            den = vn * c->dmul + c->eps;                                                        \
+        } else {                                                                                \
+            vn = (c->b2 * VT) + ((c->c2 * ge) * ge);                                            \
+            den = sqrtf(vn) * c->dmul + c->eps;                                                 \
+        }                                                                                       \
+        const float step = (c->nstep * mn) / den;                                               \
+        const float pu = den > 0.0f ? pd + step : pd;                                           \
+        PN = OK ? pu : pi;                                                                      \
+        MF = OK ? mn : MT;                                                                      \
+        VF = OK ? vn : VT;                                                                      \
+    }
+
+/* One int8 block of nb ≤ B elements: θ, g, the codes of m and v, their scales (read, then the new ones
+ * written), and two scratch buffers of nb floats. Returns the number of non-finite gradients. */
+typedef int64_t (*q8_block_f)(int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,
+                              uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,
+                              float *restrict tv, const qscalars_t *c);
+
+#define Q8_BLOCK_GENERIC(ISA, ATTR, ADAMAX, WD)                                                   \
+    ATTR static int64_t q8_##ISA##_##ADAMAX##_##WD(                                             \
+        int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
+        uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
+        float *restrict tv, const qscalars_t *c) {                                              \
+        const float s_m = *sm, s_v = *sv, k127 = 1.0f / 127.0f, k255 = 1.0f / 255.0f;           \
+        uint32_t max_m = 0, max_v = 0;                                                          \
+        int32_t bad = 0;                                                                        \
+        for (int64_t i = 0; i < nb; ++i) {                                                      \
+            const int32_t qi = qm[i];                                                           \
+            const float am = (float)(qi < 0 ? -qi : qi) * k127;                                 \
+            const float mag = (am * am) * s_m;                                                  \
+            const float mt = qi < 0 ? -mag : mag;                                               \
+            const float av = (float)qv[i] * k255, bv = av * av;                                 \
+            const float vt = ADAMAX ? bv * s_v : (bv * bv) * s_v;                               \
+            const float gi = g[i], pi = p[i];                                                   \
+            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf)                             \
+            bad += ok ? 0 : 1;                                                                  \
+            p[i] = pn;                                                                          \
+            tm[i] = mf;                                                                         \
+            tv[i] = vf;                                                                         \
+            /* max |x| on the bits: for non-negative floats the integer order is the float order */ \
+            const uint32_t bm = q_bits(mf) & 0x7fffffffu, bvv = q_bits(vf) & 0x7fffffffu;       \
+            max_m = bm > max_m ? bm : max_m;                                                    \
+            max_v = bvv > max_v ? bvv : max_v;                                                  \
+        }                                                                                       \
+        const float nm = q_float(max_m), nv = q_float(max_v);                                   \
+        *sm = nm;                                                                               \
+        *sv = nv;                                                                               \
+        const float im = max_m ? 1.0f / nm : 0.0f, iv = max_v ? 1.0f / nv : 0.0f;               \
+        for (int64_t i = 0; i < nb; ++i) {                                                      \
+            const float mf = tm[i];                                                             \
+            const int32_t q = q_code(127.0f * sqrtf(fabsf(mf) * im), 127.0f);                   \
+            qm[i] = (int8_t)(mf < 0.0f ? -q : q);                                               \
+            const float r = tv[i] * iv;                                                         \
+            qv[i] = (uint8_t)q_code(255.0f * (ADAMAX ? sqrtf(r) : sqrtf(sqrtf(r))), 255.0f);    \
+        }                                                                                       \
+        return bad;                                                                             \
+    }
+
+/* bf16 state: n elements starting at element i0 of the tensor (for the random bits). */
+typedef int64_t (*bf_loop_f)(int64_t n, int64_t i0, float *restrict p, const float *restrict g,
+                             uint16_t *restrict m, uint16_t *restrict v, const qscalars_t *c);
+
+#define BF_LOOP_GENERIC(ISA, ATTR, ADAMAX, WD)                                                    \
+    ATTR static int64_t bfs_##ISA##_##ADAMAX##_##WD(int64_t n, int64_t i0, float *restrict p,    \
+                                                    const float *restrict g, uint16_t *restrict m, \
+                                                    uint16_t *restrict v, const qscalars_t *c) {  \
+        const uint32_t key_m = c->key_m, key_v = c->key_v;                                      \
+        int32_t bad = 0;                                                                        \
+        for (int64_t i = 0; i < n; ++i) {                                                       \
+            const float mt = bf16_to_f(m[i]), vt = bf16_to_f(v[i]);                             \
+            const float gi = g[i], pi = p[i];                                                   \
+            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf)                             \
+            bad += ok ? 0 : 1;                                                                  \
+            p[i] = pn;                                                                          \
+            const uint32_t idx = (uint32_t)(i0 + i);                                            \
+            m[i] = bf16_round_stochastic(mf, mix32(key_m ^ idx) >> 16);                         \
+            v[i] = bf16_round_stochastic(vf, mix32(key_v ^ idx) >> 16);                         \
+        }                                                                                       \
+        return bad;                                                                             \
+    }
+
+#define Q_LOOPS_GENERIC(ISA, ATTR)                                                                \
+    Q8_BLOCK_GENERIC(ISA, ATTR, 0, 0) Q8_BLOCK_GENERIC(ISA, ATTR, 0, 1) Q8_BLOCK_GENERIC(ISA, ATTR, 0, 2) \
+    Q8_BLOCK_GENERIC(ISA, ATTR, 1, 0) Q8_BLOCK_GENERIC(ISA, ATTR, 1, 1) Q8_BLOCK_GENERIC(ISA, ATTR, 1, 2) \
+    BF_LOOP_GENERIC(ISA, ATTR, 0, 0) BF_LOOP_GENERIC(ISA, ATTR, 0, 1) BF_LOOP_GENERIC(ISA, ATTR, 0, 2)    \
+    BF_LOOP_GENERIC(ISA, ATTR, 1, 0) BF_LOOP_GENERIC(ISA, ATTR, 1, 1) BF_LOOP_GENERIC(ISA, ATTR, 1, 2)
+#define Q_TABLE_GENERIC(ISA)                                                                      \
+    {{{q8_##ISA##_0_0, q8_##ISA##_0_1, q8_##ISA##_0_2}, {q8_##ISA##_1_0, q8_##ISA##_1_1, q8_##ISA##_1_2}}, \
+     {{bfs_##ISA##_0_0, bfs_##ISA##_0_1, bfs_##ISA##_0_2}, {bfs_##ISA##_1_0, bfs_##ISA##_1_1, bfs_##ISA##_1_2}}}
+
+/* One ISA's loops: [adamax][weight-decay mode: 0 none, 1 L2, 2 decoupled]. */
+typedef struct {
+    q8_block_f q8[2][3];
+    bf_loop_f bf[2][3];
+} q_isa_loops_t;
+
+Q_LOOPS_GENERIC(scalar, TARGET_SCALAR)
+#ifdef ADAMLAB_X86
+Q_LOOPS_GENERIC(avx2, TARGET_AVX2)
+Q_LOOPS_GENERIC(avx512, TARGET_AVX512)
+#endif
+
+static const q_isa_loops_t Q_ISA_LOOPS[ISA_COUNT] = {
+    [ISA_SCALAR] = Q_TABLE_GENERIC(scalar),
+#ifdef ADAMLAB_X86
+    [ISA_AVX2] = Q_TABLE_GENERIC(avx2),
+    [ISA_AVX512] = Q_TABLE_GENERIC(avx512),
+#endif
+};
+
+/* ---------------------------------------------------------------- driver */
+
+typedef struct {
+    job_t base; /* first: run_range hands the hook the job_t */
+    int mode;   /* QMODE_* */
+    int64_t block;
+    void *const *scale_m;
+    void *const *scale_v;
+    const qscalars_t *qs;
+    q8_block_f q8;
+    bf_loop_f bf;
+    int failed; /* a scratch buffer could not be allocated */
+} qjob_t;
+
+/* The hook: elements [begin, end) of the concatenation, tensor k starting at element `offset`. bf16 runs those
+ * elements; int8 runs every block whose first element lies in [begin, end) (whole, even past `end`). */
+static void q_range(void *arg, int64_t k, int64_t offset, int64_t begin, int64_t end) {
+    qjob_t *job = (qjob_t *)arg;
+    const job_t *b = &job->base;
+    const int64_t B = job->block;
+    float stack_m[Q_STACK_BLOCK], stack_v[Q_STACK_BLOCK];
+    float *tm = stack_m, *tv = stack_v, *heap = NULL;
+    if (job->mode == QMODE_INT8 && B > Q_STACK_BLOCK) {
+        heap = (float *)malloc(sizeof(float) * 2 * (size_t)B);
+        if (!heap) {
+            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+        tm = heap;
+        tv = heap + B;
+    }
+    for (; k < b->n_tensors && offset < end; ++k) {
+        const int64_t n = b->numel[k], start = offset;
+        offset += n;
+        const int64_t lo = begin > start ? begin - start : 0, hi = end - start < n ? end - start : n;
+        if (hi <= lo) continue;
+        float *p = (float *)b->arrays[0][k];
+        const float *g = (const float *)b->arrays[1][k];
+        const qscalars_t *c = &job->qs[k];
+        int64_t bad = 0;
+        if (job->mode == QMODE_BF16) {
+            bad = job->bf(hi - lo, lo, p + lo, g + lo, (uint16_t *)b->arrays[2][k] + lo,
+                          (uint16_t *)b->arrays[3][k] + lo, c);
+        } else {
+            int8_t *qm = (int8_t *)b->arrays[2][k];
+            uint8_t *qv = (uint8_t *)b->arrays[3][k];
+            float *sm = (float *)job->scale_m[k], *sv = (float *)job->scale_v[k];
+            for (int64_t j = (lo + B - 1) / B, e = j * B; e < hi; ++j, e += B) {
+                const int64_t nb = n - e < B ? n - e : B;
+                bad += job->q8(nb, p + e, g + e, qm + e, qv + e, sm + j, sv + j, tm, tv, c);
+            }
+        }
+        if (bad) __atomic_fetch_add(&b->nonfinite[k], bad, __ATOMIC_RELAXED);
+    }
+    free(heap);
+}
+
+/*
+ * One step of Adam (is_adamax 0) or AdaMax (1) with quantised state, for n_tensors float32 tensors.
+ * mode: QMODE_BF16 (m, v: bfloat16 tensors; seeds[k] the tensor's state seed) or QMODE_INT8 (m: int8, v:
+ * uint8, scale_m/scale_v: float32 arrays of ceil(numel/block) scales; block a multiple of 64).
+ * steps[k]: tensor k's float32 step counter, incremented here. Returns the number of non-finite gradient
+ * entries (per tensor in nonfinite[k]); -2 for a refused request (AMSGrad, averaging, a bad mode or block),
+ * -1 if memory ran out.
+ */
+int64_t adamlab_adam_step_quantised(int mode, int is_adamax, int64_t n_tensors, const int64_t *numel,
+                                    void *const *param, void *const *grad, void *const *m, void *const *v,
+                                    void *const *scale_m, void *const *scale_v, float *const *steps,
+                                    const int64_t *seeds, int64_t block, const double *hp, int flags,
+                                    int nthreads, int64_t *nonfinite) {
+    if (mode != QMODE_BF16 && mode != QMODE_INT8) return -2;
+    if (flags & (FLAG_AMSGRAD | FLAG_AVERAGING)) return -2;
+    if (mode == QMODE_INT8 && (block < 64 || block % 64 != 0)) return -2;
+    qscalars_t *qs = (qscalars_t *)malloc(sizeof(qscalars_t) * (n_tensors > 0 ? (size_t)n_tensors : 1));
+    if (!qs) return -1;
+    int64_t total = 0;
+    double t_prev = -1.0;
+    scalars_t s;
+    for (int64_t k = 0; k < n_tensors; ++k) {
+        const double t = (double)*steps[k] + 1.0;
+        *steps[k] = (float)t;
+        if (k == 0 || t != t_prev) {
+            if (is_adamax) adamax_scalars(hp, flags, t, &s);
+            else adam_scalars(hp, flags, t, &s);
+        }
+        t_prev = t;
+        qscalars_t *c = &qs[k];
+        c->b1 = (float)s.beta1_t;
+        c->c1 = (float)(1.0 - s.beta1_t);
+        c->b2 = (float)s.beta2;
+        c->c2 = (float)(1.0 - s.beta2);
+        c->nstep = (float)(-s.step);
+        c->dmul = (float)s.denom_scale;
+        c->eps = (float)s.eps;
+        c->l2 = (float)s.l2;
+        c->decay = (float)s.decay;
+        c->sign = (float)s.sign;
+        const uint32_t seed = (uint32_t)seeds[k], step = (uint32_t)t;
+        c->key_m = mix32(seed ^ mix32(2u * step + 0u));
+        c->key_v = mix32(seed ^ mix32(2u * step + 1u));
+        nonfinite[k] = 0;
+        total += numel[k];
+    }
+    const int wd = hp[HP_WD] == 0.0 ? 0 : ((flags & FLAG_DECOUPLED) ? 2 : 1);
+    const q_isa_loops_t *loops = &Q_ISA_LOOPS[adamlab_get_isa()];
+    qjob_t job;
+    memset(&job, 0, sizeof job);
+    job.base.n_tensors = n_tensors;
+    job.base.numel = numel;
+    job.base.arrays[0] = param;
+    job.base.arrays[1] = grad;
+    job.base.arrays[2] = m;
+    job.base.arrays[3] = v;
+    job.base.nonfinite = nonfinite;
+    job.base.total = total;
+    job.base.range = q_range;
+    job.mode = mode;
+    job.block = block;
+    job.scale_m = scale_m;
+    job.scale_v = scale_v;
+    job.qs = qs;
+    job.q8 = loops->q8[is_adamax != 0][wd];
+    job.bf = loops->bf[is_adamax != 0][wd];
+    run_jobs(&job.base, nthreads);
+    free(qs);
+    if (job.failed) return -1;
+    int64_t bad = 0;
+    for (int64_t k = 0; k < n_tensors; ++k) bad += nonfinite[k];
+    return bad;
+}
