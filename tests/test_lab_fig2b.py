@@ -102,6 +102,21 @@ def test_state_dict_survives_torch_save_and_resumes_exactly():
     torch.testing.assert_close(flat(model2), expected, rtol=0, atol=0)
 
 
+def test_a_checkpoint_of_the_earlier_driver_with_its_own_seconds_still_loads():
+    """The driver no longer keeps its own cumulative seconds (the runner's per-epoch ``train_seconds`` is the
+    one measure); a checkpoint written while it did (with ``"train_seconds"``) resumes all the same."""
+    data, model, loss = small_problem()
+    driver = fig2b.SFODriver(model.parameters(), minibatches=6)
+    ctxs = list(contexts(data, model, loss, 2))
+    driver.train_epoch(ctxs[0])
+    state = driver.state_dict()
+    assert "train_seconds" not in state and "train_seconds" not in driver.stats()
+    resumed = fig2b.SFODriver(model.parameters(), minibatches=6)
+    resumed.load_state_dict({**state, "train_seconds": 12.5})
+    resumed.train_epoch(ctxs[1])
+    assert resumed.sfo is not None and resumed.sfo.passes >= 2 - 1e-9
+
+
 def test_a_non_finite_loss_leaves_nan_weights_so_the_runner_stops_the_run():
     data, model, loss = small_problem()
     driver = fig2b.SFODriver(model.parameters(), minibatches=3)
@@ -140,6 +155,14 @@ def test_wall_clock_rule():
     slow = [record([2, 1.5, 1.2], [0, 2, 2]) for _ in range(3)]
     assert rep.wall_clock(slow, fast)["status"] == DID_NOT_HOLD  # the roles swapped, three close seeds
     assert rep.wall_clock(adam[:1], sfo[:1])["status"] == INCONCLUSIVE  # one seed: no interval
+
+
+def test_wall_clock_uses_the_training_loop_seconds_where_present():
+    # train_seconds (the training loop alone) is used where an epoch has it; the whole epoch's seconds otherwise.
+    run = {"history": [{"train_cost": 1.0, "seconds": 0.0}, {"train_cost": 0.5, "seconds": 5.0, "train_seconds": 2.0}]}
+    old = {"history": [{"train_cost": 1.0, "seconds": 0.0}, {"train_cost": 0.5, "seconds": 5.0}]}
+    assert rep._seconds(run) == [0.0, 2.0]
+    assert rep._seconds(old) == [0.0, 5.0]
 
 
 def test_time_ratio_rule():

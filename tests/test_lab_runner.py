@@ -74,6 +74,16 @@ def test_adam_runs_record_diagnostics_and_baselines_do_not(tmp_path):
     assert all(h["diagnostics"] is None for h in sgd)
 
 
+def test_every_epoch_records_its_training_seconds_within_the_whole_epoch(tmp_path):
+    spec = tiny_spec(epochs=3)
+    run_spec(spec, tmp_path, progress=False)
+    history = R.read_json(R.run_path(tmp_path, "p", "adam", {"lr": 0.1}, 0))["history"]
+    assert history[0]["seconds"] == history[0]["train_seconds"] == 0.0  # epoch 0: the initial evaluation only
+    for h in history[1:]:
+        # train_seconds: the minibatch loop alone; seconds: the whole epoch (with the full-set evaluation)
+        assert 0.0 < h["train_seconds"] <= h["seconds"]
+
+
 class _Stop(Exception):
     pass
 

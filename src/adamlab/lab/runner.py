@@ -27,8 +27,12 @@ The protocol (the paper's §6, with our choices where it is silent):
   is moved to it once; the initial weights are drawn on the CPU (the same on every device).
 * **Probes and epoch drivers**: a panel's ``probes`` (keys of :data:`PROBES`) are measured after every epoch
   and stored under ``"probes"``; an optimiser object with a ``train_epoch(ctx)`` method (a baseline that is
-  not a torch optimiser, e.g. SFO) trains each epoch itself from an :class:`EpochContext`. Every epoch records
-  its training wall-clock ``seconds``.
+  not a torch optimiser, e.g. SFO) trains each epoch itself from an :class:`EpochContext`.
+* **Time**: every epoch records two wall-clock times: ``train_seconds``, the training loop alone (the
+  minibatches' forward, backward and step, or the epoch driver), which is what a comparison of optimisers'
+  speed reads (Figure 2b's wall-clock axis); and ``seconds``, the whole epoch (with the full-set evaluation,
+  the diagnostics and probes), which is what a run costs and what ``adamlab status`` and ``reproduce --list``
+  estimate from. Epoch 0 (the initial evaluation) records 0 for both.
 * **Diagnostics**: after every epoch, an optimiser that has a ``diagnostics()`` method (adamlab's Adam and
   AdaMax) is asked for the distribution over coordinates of |Δ_t|/α_t and of the SNR |m̂|/√v̂ (§2.1); the lab
   never reads optimiser state by hand.
@@ -351,6 +355,7 @@ def train_run(
                     "epoch": 0,
                     **measure(),
                     "seconds": 0.0,
+                    "train_seconds": 0.0,
                     "diagnostics": None,
                     **({"probes": _probes(panel, model, optimizer, data)} if panel.probes else {}),
                 }

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,7 +102,6 @@ class SFODriver:
         self.parts: list[torch.Tensor] = []
         self._pending: dict[str, Any] | None = None
         self._ctx: Any = None
-        self.train_seconds = 0.0  # SFO's own time (evaluations + bookkeeping), excluding the lab's evaluation
 
     def _vector(self) -> np.ndarray:
         return torch.nn.utils.parameters_to_vector(self.params).detach().double().cpu().numpy()
@@ -132,14 +130,13 @@ class SFODriver:
             if self._pending is not None:
                 self.sfo.load_state_dict(self._pending)
                 self._pending = None
-        start = time.perf_counter()
+        # The epoch's wall-clock time is the runner's ``train_seconds`` (one concept for every optimiser).
         try:
             with torch.enable_grad():
                 theta = self.sfo.optimize(math.floor(self.sfo.passes + 1e-9) + 1)
         except FloatingPointError:  # a non-finite loss or gradient: NaN weights, so the runner stops the run as
             theta = np.full(self.sfo.M, np.nan)  # diverged (as it does for a torch optimiser's NaN loss)
         self._load(theta)
-        self.train_seconds += time.perf_counter() - start
 
     def stats(self) -> dict[str, float]:
         """SFO's counters after the last epoch (the probe ``"sfo"``)."""
@@ -153,19 +150,17 @@ class SFODriver:
             "subspace_dim": float(s.K),
             "collapses": float(s.collapses),
             "active": float(len(s.active)),
-            "train_seconds": self.train_seconds,
         }
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"parts": list(self.parts), "train_seconds": self.train_seconds}
+        state: dict[str, Any] = {"parts": list(self.parts)}
         if self.sfo is not None:
             raw = self.sfo.state_dict()
             state["sfo"] = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in raw.items()}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.parts = list(state["parts"])
-        self.train_seconds = float(state["train_seconds"])
+        self.parts = list(state["parts"])  # (a checkpoint of an earlier version may also hold "train_seconds")
         sfo = state.get("sfo")
         self._pending = (
             None if sfo is None else {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in sfo.items()}

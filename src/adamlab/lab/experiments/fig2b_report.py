@@ -37,7 +37,9 @@ __all__ = ["report_section", "verdicts", "write_report"]
 
 
 def _seconds(record: dict[str, Any]) -> list[float]:
-    """Cumulative seconds at every epoch (0 at epoch 0)."""
+    """Cumulative wall-clock seconds of training at every epoch (0 at epoch 0): the runner's per-epoch
+    ``train_seconds`` (the training loop alone, without the full-set evaluation); a run file written before
+    that field existed falls back to ``seconds`` (the whole epoch)."""
     per_epoch = [float(h.get("train_seconds", h.get("seconds", 0.0)) or 0.0) for h in record["history"]]
     return list(np.cumsum([0.0, *per_epoch[1:]]))
 
