@@ -15,8 +15,8 @@
  *
  * Two choices the contract leaves open, made as the fp32 kernel makes them (say so to the oracle):
  *  - where the denominator is not positive (ε = 0 and v = 0, e.g. AdaMax's default ε = 0 on a coordinate that
- *    never had a gradient, or whose ũ quantised to 0), θ is not moved (θ·decay under decoupled decay): the
- *    step is 0, not 0/0 or ∞ (adamlab.numpy.adam's safe_div);
+ *    never had a gradient, or whose ũ quantised to 0), the step is 0, not 0/0 or ∞: θ ← θ + 0 (θ·decay + 0
+ *    under decoupled decay), as adamlab.numpy.adam's safe_div and the oracle;
  *  - int8 codes: x = 127·√r (or 255·⁴√r, 255·√r) is clamped as min(max(x, 0), 127 or 255), which sends a NaN
  *    x to 0. A NaN x arises only where the block's scale is subnormal (1/s = ∞, and 0·∞ for a zero element):
  *    zeros stay 0, every other element of such a block codes as the block's maximum.
@@ -110,7 +110,7 @@ static inline int32_t q_code(float x, float hi) {
             den = sqrtf(vn) * c->dmul + c->eps;                                                 \
         }                                                                                       \
         const float step = (c->nstep * mn) / den;                                               \
-        const float pu = den > 0.0f ? pd + step : pd;                                           \
+        const float pu = pd + (den > 0.0f ? step : 0.0f);                                       \
         PN = OK ? pu : pi;                                                                      \
         MF = OK ? mn : MT;                                                                      \
         VF = OK ? vn : VT;                                                                      \

@@ -1,0 +1,287 @@
+"""The quantised-state kernel (adamlab.kernels.quantized, state_kernels.c) against the NumPy oracle
+(adamlab.numpy.quantised), bit for bit: θ, the stored codes or bf16 bits, the int8 scales, the step counters
+and the non-finite counts, on every instruction-set build this CPU runs, at 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adamlab.hyperparameters import AdaMaxHyperparameters, AdamHyperparameters
+from adamlab.kernels import build
+from adamlab.kernels import quantized as Q
+
+oracle = pytest.importorskip("adamlab.numpy.quantised")
+
+pytestmark = pytest.mark.skipif(not build.available(), reason=f"no fused kernel: {build.unavailable_reason()}")
+
+
+def isa_params() -> list:
+    runs = build.supported_isas() if build.available() else ["scalar"]
+    return [
+        pytest.param(isa, marks=() if isa in runs else pytest.mark.skip(reason=f"this CPU cannot run the {isa} build"))
+        for isa in build.ISAS
+    ]
+
+
+class KernelState:
+    """Torch tensors for the kernel: params, state, scales, steps, seeds of several tensors."""
+
+    def __init__(self, precision: str, sizes: list[int], adamax: bool, block: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.precision, self.block, self.adamax = precision, block, adamax
+        self.params = [torch.randn(n, generator=gen) for n in sizes]
+        first, second = Q.STATE_DTYPES[precision]
+        self.m = [torch.zeros(n, dtype=first) for n in sizes]
+        self.v = [torch.zeros(n, dtype=second) for n in sizes]
+        blocks = [-(-n // block) for n in sizes]
+        self.sm = [torch.zeros(b) for b in blocks] if precision == "int8" else None
+        self.sv = [torch.zeros(b) for b in blocks] if precision == "int8" else None
+        self.steps = [torch.zeros(()) for _ in sizes]
+        self.seeds = [oracle.tensor_seed(12345, i) for i in range(len(sizes))]
+
+    def step(self, grads: list[torch.Tensor], hp, threads: int | None = None) -> list[int]:
+        return Q.adam_step_quantised(
+            self.precision,
+            self.params,
+            grads,
+            self.m,
+            self.v,
+            self.sm,
+            self.sv,
+            self.steps,
+            self.seeds,
+            hp,
+            block_size=self.block,
+            adamax=self.adamax,
+            threads=threads,
+        )
+
+
+def numpy_bits(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+class OracleState:
+    """The same tensors stepped by adamlab.numpy.quantised, one tensor at a time."""
+
+    def __init__(self, ks: KernelState) -> None:
+        algorithm = "adamax" if ks.adamax else "adam"
+        self.precision = ks.precision
+        self.params = [p.numpy().copy() for p in ks.params]
+        self.states = [
+            oracle.init_state(p, ks.precision, algorithm=algorithm, block_size=ks.block, seed=s)
+            for p, s in zip(self.params, ks.seeds)
+        ]
+
+    def step(self, grads: list[torch.Tensor], hp) -> list[int]:
+        counts = []
+        for i, g in enumerate(grads):
+            self.params[i], self.states[i], bad = oracle.adam_step_quantised(
+                self.params[i], g.numpy(), self.states[i], hp, self.precision
+            )
+            counts.append(bad)
+        return counts
+
+
+def assert_same(ks: KernelState, os_: OracleState, where: str) -> None:
+    second = "exp_inf" if ks.adamax else "exp_avg_sq"
+    for i, state in enumerate(os_.states):
+        what = f"{where}, tensor {i} ({ks.params[i].numel()} elements)"
+        np.testing.assert_array_equal(ks.params[i].numpy().view(np.uint32), os_.params[i].view(np.uint32), what)
+        np.testing.assert_array_equal(numpy_bits(ks.m[i]), state["exp_avg"].reshape(-1), f"m: {what}")
+        np.testing.assert_array_equal(numpy_bits(ks.v[i]), state[second].reshape(-1), f"v: {what}")
+        if ks.precision == "int8":
+            assert ks.sm is not None and ks.sv is not None
+            np.testing.assert_array_equal(ks.sm[i].numpy(), state["exp_avg_absmax"], f"m's scales: {what}")
+            np.testing.assert_array_equal(ks.sv[i].numpy(), state[second + "_absmax"], f"v's scales: {what}")
+        assert float(ks.steps[i]) == state["step"], what
+
+
+def gradients(sizes: list[int], step: int, seed: int, block: int) -> list[torch.Tensor]:
+    """Gradients with every case the kernel distinguishes: scales spread over magnitudes, a whole block of
+    zeros (s = 0 for m; v too at the first step), and non-finite entries (NaN, ±inf) on later steps."""
+    gen = torch.Generator().manual_seed(seed * 1000 + step)
+    grads = []
+    for i, n in enumerate(sizes):
+        g = torch.randn(n, generator=gen) * 10.0 ** (-(i % 4))
+        g[: min(n, block)] = 0.0  # the first block: all zero
+        if step >= 2 and n > block + 7:
+            g[block + 3] = float("nan")
+            g[block + 5] = float("inf")
+            g[n - 1] = float("-inf")
+        grads.append(g)
+    return grads
+
+
+HP_CASES = {
+    "adam": AdamHyperparameters(lr=1e-2),
+    "maximize": AdamHyperparameters(lr=1e-2, maximize=True),
+    "l2": AdamHyperparameters(lr=1e-2, weight_decay=0.1),
+    "adamw": AdamHyperparameters(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    "no-bias-correction": AdamHyperparameters(lr=1e-2, bias_correction=False, eps=0.0),
+    "eps-hat-sqrt-beta1-decay": AdamHyperparameters(lr=1e-2, eps_mode="hat", lr_decay="sqrt", beta1_decay=0.99),
+    "adamax": AdaMaxHyperparameters(lr=1e-2),
+    "adamax-decoupled-maximize": AdaMaxHyperparameters(
+        lr=1e-2, eps=1e-8, weight_decay=0.05, decoupled_weight_decay=True, maximize=True
+    ),
+}
+
+# Sizes: not multiples of B or of any vector width; a tensor that crosses the driver's 65,536-element chunk
+# boundary mid-block (it starts at element 1000 of the concatenation); one shorter than a block.
+SIZES = [1000, 70_001, 4096 + 37, 50]
+
+
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+@pytest.mark.parametrize("case", list(HP_CASES))
+@pytest.mark.parametrize("isa", isa_params())
+def test_kernel_equals_oracle(precision: str, case: str, isa: str) -> None:
+    hp = HP_CASES[case]
+    adamax = hp.algorithm == "adamax"
+    ks = KernelState(precision, SIZES, adamax, 256, seed=1)
+    os_ = OracleState(ks)
+    with build.using_isa(isa):
+        for t in range(1, 4):
+            grads = gradients(SIZES, t, seed=1, block=256)
+            counts = ks.step(grads, hp, threads=1)
+            assert counts == os_.step(grads, hp), f"step {t}"
+            assert_same(ks, os_, f"{case}, {precision}, {isa}, step {t}")
+    assert sum(counts) > 0  # the non-finite entries were there
+
+
+@pytest.mark.parametrize("block", [64, 192, 8192])
+@pytest.mark.parametrize("isa", isa_params())
+def test_block_sizes(block: int, isa: str) -> None:
+    """B = 64, a multiple of 64 that is no power of two, and one over the kernel's stack buffers (8192)."""
+    hp = AdamHyperparameters(lr=1e-3)
+    sizes = [70_000, 10_000 + 1]
+    ks = KernelState("int8", sizes, False, block, seed=2)
+    os_ = OracleState(ks)
+    with build.using_isa(isa):
+        for t in range(1, 3):
+            grads = gradients(sizes, t, seed=2, block=block)
+            assert ks.step(grads, hp, threads=2) == os_.step(grads, hp)
+            assert_same(ks, os_, f"B={block}, {isa}, step {t}")
+
+
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+def test_threads_give_the_same_bits(precision: str) -> None:
+    """2 threads (the driver cuts 3·10⁵ elements into chunks; blocks at chunk edges go whole to one thread)
+    give the 1-thread bits, which are the oracle's."""
+    hp = AdamHyperparameters(lr=1e-2, weight_decay=0.01)
+    sizes = [1000, 150_001, 150_000]
+    one = KernelState(precision, sizes, False, 256, seed=3)
+    two = KernelState(precision, sizes, False, 256, seed=3)
+    os_ = OracleState(one)
+    for t in range(1, 3):
+        grads = gradients(sizes, t, seed=3, block=256)
+        assert one.step(grads, hp, threads=1) == two.step(grads, hp, threads=2) == os_.step(grads, hp)
+    assert_same(one, os_, "1 thread")
+    assert_same(two, os_, "2 threads")
+
+
+def test_adamax_zero_denominator_does_not_move_theta() -> None:
+    """AdaMax's default ε = 0 with a coordinate that never had a gradient: u = 0, and the step is 0 (not 0/0);
+    its θ stays exactly as it was."""
+    hp = AdaMaxHyperparameters(lr=1e-2)
+    ks = KernelState("int8", [4096], True, 256, seed=4)
+    before = ks.params[0].clone()
+    g = torch.zeros(4096)
+    g[300:] = 1.0
+    ks.step([g], hp)
+    assert torch.equal(ks.params[0][:300], before[:300])
+    assert torch.isfinite(ks.params[0]).all()
+
+
+def test_int8_codes_by_hand() -> None:
+    """One Adam step from zero state, computed by hand: m = (1 − β1)·g, v = (1 − β2)·g², θ moves by
+    −α·sign(g) (bias-corrected, ε tiny); the codes are 127·√(|m|/s) and 255·⁴√(v/s) rounded, s the block max."""
+    hp = AdamHyperparameters(lr=0.5, eps=1e-30)
+    g = torch.zeros(256)
+    g[0], g[1], g[2] = 2.0, -0.5, 0.125
+    ks = KernelState("int8", [256], False, 256, seed=5)
+    ks.params[0].zero_()
+    ks.step([g], hp)
+    assert ks.sm is not None and ks.sv is not None
+    assert ks.sm[0].item() == pytest.approx(0.1 * 2.0, rel=1e-6)
+    assert ks.sv[0].item() == pytest.approx(0.001 * 4.0, rel=1e-6)
+    assert ks.m[0][:3].tolist() == [127, -round(127 * 0.5), round(127 * 0.25)]  # √(1/4) = 0.5, √(1/16)
+    assert ks.v[0][:3].tolist() == [255, round(255 * 0.5), round(255 * 0.25)]  # ⁴√(1/16) = 0.5, ⁴√(1/256)
+    assert ks.params[0][:3].tolist() == pytest.approx([-0.5, 0.5, -0.5], rel=1e-5)
+
+
+def test_bf16_stochastic_rounding_is_unbiased() -> None:
+    """m = (1 − β1)·g for one step from zero: stored in bf16 with stochastic rounding, the mean of the stored
+    values over many coordinates equals the float32 mean (round to nearest would be off by a fixed bias)."""
+    hp = AdamHyperparameters(lr=1e-3)
+    x = 1.0 + 2.0**-9  # a quarter of the way between two bf16 neighbours of 1.0 (gap 2⁻⁷)
+    g = torch.full((1 << 16,), x / 0.1)
+    ks = KernelState("bf16", [g.numel()], False, 256, seed=6)
+    ks.step([g], hp)
+    stored = ks.m[0].float()
+    m = float(np.float32(0.1) * np.float32(x / 0.1))
+    assert set(stored.unique().tolist()) == {1.0, 1.0 + 2.0**-7}
+    assert stored.double().mean().item() == pytest.approx(m, abs=2e-4)
+
+
+# ---------------------------------------------------------------------- argument checks
+
+
+def _call(**overrides):
+    n = 4096
+    args = dict(
+        precision="int8",
+        params=[torch.zeros(n)],
+        grads=[torch.zeros(n)],
+        exp_avgs=[torch.zeros(n, dtype=torch.int8)],
+        exp_avg_sqs=[torch.zeros(n, dtype=torch.uint8)],
+        scales_m=[torch.zeros(16)],
+        scales_v=[torch.zeros(16)],
+        steps=[torch.zeros(())],
+        seeds=[0],
+        hp=AdamHyperparameters(),
+    )
+    kwargs = {k: overrides.pop(k) for k in ("block_size", "adamax", "threads") if k in overrides}
+    args.update(overrides)
+    return Q.adam_step_quantised(*args.values(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"precision": "int4"}, "precision"),
+        ({"params": [torch.zeros(4096, dtype=torch.float64)]}, "params"),
+        ({"grads": [torch.zeros(4095)]}, "grads"),
+        ({"exp_avgs": [torch.zeros(4096, dtype=torch.uint8)]}, "exp_avgs"),
+        ({"exp_avg_sqs": [torch.zeros(4096, dtype=torch.bfloat16)]}, "exp_avg_sqs"),
+        ({"scales_m": [torch.zeros(15)]}, "scales_m"),
+        ({"scales_v": None}, "scales_v"),
+        ({"steps": [torch.zeros((), dtype=torch.float64)]}, "steps"),
+        ({"block_size": 100}, "block_size"),
+        ({"block_size": 0}, "block_size"),
+        ({"threads": 0}, "threads"),
+        ({"adamax": True}, "adamax"),
+        ({"hp": AdamHyperparameters(amsgrad=True)}, "amsgrad"),
+        ({"hp": AdamHyperparameters(averaging=True)}, "averaging"),
+        ({"hp": "adam"}, "hp"),
+        (
+            {
+                "precision": "bf16",
+                "exp_avgs": [torch.zeros(4096, dtype=torch.bfloat16)],
+                "exp_avg_sqs": [torch.zeros(4096, dtype=torch.bfloat16)],
+                "seeds": None,
+            },
+            "seeds",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(overrides: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        _call(**overrides)
+
+
+def test_nothing_to_do() -> None:
+    assert _call(params=[], grads=[], exp_avgs=[], exp_avg_sqs=[], scales_m=[], scales_v=[], steps=[]) == []
