@@ -437,20 +437,31 @@ class AdamFamily(Optimizer):
         raise NotImplementedError
 
     @torch.no_grad()
-    def diagnostics(self, max_coordinates: int = 1_000_000, seed: int = 0) -> dict[str, dict[str, float]]:
+    def diagnostics(self, max_coordinates: int = 65_536, seed: int = 0) -> dict[str, dict[str, float]]:
         """The §2.1 view of the last step, over all coordinates: the distribution of the effective step
         relative to its learning rate, |Δ_t|/α_t (Adam: |m̂|/(√v̂ + ε); AdaMax: |m̂|/u), and of the
         signal-to-noise ratio |m̂|/√v̂ (AdaMax: |m̂|/u, ε = 0). Returns ``{"step_over_lr": {...},
-        "snr": {...}}`` with mean, q50, q90, q99, max and the number of coordinates. At most
-        ``max_coordinates`` coordinates, drawn at random with ``seed``, enter the quantiles."""
+        "snr": {...}}``, each with ``count`` (finite coordinates), ``mean`` and ``max`` over every finite
+        coordinate, and the quantiles ``q50``, ``q90``, ``q99``.
+
+        The quantiles are exact when there are at most ``max_coordinates`` coordinates; otherwise they are
+        the quantiles (linear interpolation, as ``numpy.quantile``) of a uniform random sample of
+        ``max_coordinates`` coordinates drawn *with replacement* by ``torch.randint`` from a generator seeded
+        with ``seed`` (the same positions every call for the same parameters; non-finite draws are dropped).
+        With the default 65,536 draws the sample's q-quantile lies within about ±2·√(q(1 − q)/65,536) in
+        probability of the true one (±0.0008 for q99, ±0.004 for the median), at a few milliseconds instead
+        of sorting every coordinate (0.7 s per call on the 1.8 M parameters of Figure 2a's network)."""
+        if isinstance(max_coordinates, bool) or not isinstance(max_coordinates, int) or max_coordinates < 1:
+            raise ValueError(f"max_coordinates must be a positive integer, got {max_coordinates!r}")
         ratios, snrs = [], []
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
                 if state and float(state["step"]) > 0:
                     r, s = self._effective_ratio(dtensor.gathered(state), group)  # distributed: DTensors in full
-                    ratios.append(r.detach().reshape(-1).double().cpu())
-                    snrs.append(s.detach().reshape(-1).double().cpu())
+                    wide = torch.promote_types(r.dtype, torch.float32)  # half precision summed as float32 or more
+                    ratios.append(r.detach().reshape(-1).to(wide))
+                    snrs.append(s.detach().reshape(-1).to(wide))
         if not ratios:
             raise RuntimeError("diagnostics() needs at least one step")
         gen = torch.Generator().manual_seed(seed)
@@ -461,19 +472,37 @@ class AdamFamily(Optimizer):
 
 
 def _summary(x: torch.Tensor, max_coordinates: int, gen: torch.Generator) -> dict[str, float]:
-    x = x[torch.isfinite(x)]
-    n = x.numel()
+    """count, mean and max over the finite entries of ``x``, and q50/q90/q99 of them, or of a sample of
+    ``max_coordinates`` entries drawn with replacement from ``gen`` when ``x`` has more (see
+    :meth:`AdamFamily.diagnostics`); quantiles by ``numpy.quantile`` (linear interpolation) in float64."""
+    import math
+
+    import numpy as np
+
+    total = float(x.sum())
+    every = math.isfinite(total)  # a sum is finite iff every entry is (unless it overflows: then the long way)
+    values = x
+    if not every:
+        values = x[torch.isfinite(x)]
+        total = float(values.sum(dtype=torch.float64))
+    n = values.numel()
     if n == 0:
         return {"count": 0}
-    sample = x if n <= max_coordinates else x[torch.randperm(n, generator=gen)[:max_coordinates]]
-    q = torch.quantile(sample, torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64))
+    if x.numel() <= max_coordinates:
+        sample = values
+    else:
+        draw = x[torch.randint(x.numel(), (max_coordinates,), generator=gen).to(x.device)]
+        sample = draw if every else draw[torch.isfinite(draw)]
+        if sample.numel() == 0:  # every draw hit a non-finite entry: all the finite ones instead
+            sample = values
+    q = np.quantile(sample.detach().cpu().double().numpy(), [0.5, 0.9, 0.99])
     return {
         "count": n,
-        "mean": float(x.mean()),
+        "mean": total / n,
         "q50": float(q[0]),
         "q90": float(q[1]),
         "q99": float(q[2]),
-        "max": float(x.max()),
+        "max": float(values.max()),
     }
 
 
