@@ -79,3 +79,28 @@ def test_bad_input_is_refused(pixels, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "train", "fig2a", "--epochs", "1"])
     assert exc.value.code == 2 and "--epochs must be at least 2" in capsys.readouterr().err
+
+
+def test_the_lab_and_the_handwritten_loop_alternate_epoch_by_epoch(pixels, monkeypatch):
+    """In one round the lab's epochs and the hand-written ones interleave: after the lab's first epoch, every
+    lab epoch (its full-set evaluation) is followed by one hand-written epoch."""
+    import adamlab.bench_train as bt
+    import adamlab.lab.runner as runner
+
+    events = []
+    lab_evaluate, hand_epoch = runner.evaluate, bt.HandWritten.epoch
+
+    def logged_evaluate(*args, **kwargs):
+        events.append("lab")
+        return lab_evaluate(*args, **kwargs)
+
+    def logged_epoch(self):
+        events.append("hand")
+        return hand_epoch(self)
+
+    monkeypatch.setattr(runner, "evaluate", logged_evaluate)
+    monkeypatch.setattr(bt.HandWritten, "epoch", logged_epoch)
+    result = run_train_benchmark("fig2a", epochs=3, rounds=1, dataset=pixels)
+    # epoch 0's evaluation, then (lab epoch, hand-written epoch) three times
+    assert events == ["lab"] + ["lab", "hand"] * 3
+    assert len(result["lab_epoch_cpu_s"]) == len(result["handwritten_epoch_cpu_s"]) == 2

@@ -1,25 +1,28 @@
 """``adamlab bench train NAME``: the lab's training epoch against a plain hand-written torch loop.
 
-For an experiment's model (``fig2a``: the 784-1000-1000-10 dropout MLP; ``fig4``: the VAE), both sides train
-the same model with the same optimiser (``adamlab.Adam``, α = 1e-3) on the same training set, minibatches of
-the panel's size (128), on ``threads`` torch threads, and after every epoch evaluate the objective on the whole
-training set (the lab's "training cost"):
+For an experiment's model (``fig2a``: the 784-1000-1000-10 dropout MLP; ``fig4``: the VAE; ``fig3``: the CNN),
+both sides train the same model with the same optimiser (``adamlab.Adam``, α = 1e-3) on the same training set,
+minibatches of the panel's size (128), on ``threads`` torch threads, and after every epoch evaluate the
+objective on the whole training set (the lab's "training cost"):
 
 * **lab**: :func:`adamlab.lab.runner.run_spec` on the experiment's first panel with one optimiser setting and
   one seed, into a temporary directory — everything the lab does per epoch counts: the minibatch loop, the
-  full-set evaluation, Adam's §2.1 diagnostics, the run file and the checkpoint written after every epoch.
-  An epoch's time is the interval between two consecutive epoch callbacks.
-* **hand-written**: ``for idx in randperm(n).split(128): loss = f(model(X[idx]), y[idx]); zero_grad; backward;
-  step``, then the full-set evaluation under ``no_grad`` in chunks of 16,384 — nothing else.
+  full-set evaluation, Adam's §2.1 diagnostics, the run file and the checkpoint.
+* **hand-written** (:class:`HandWritten`): ``for idx in randperm(n).split(128): loss = f(model(X[idx]),
+  y[idx]); zero_grad; backward; step``, then the full-set objective under ``no_grad`` in chunks of 16,384 —
+  nothing else.
 
-The two alternate (lab, hand-written, lab, …) for ``rounds`` rounds of ``epochs`` epochs; the first epoch of
-every round is a warm-up and not counted. The result is the ratio of the medians, lab / hand-written (target
-≤ 1.1), of the wall-clock time and of this process's CPU time (``time.process_time``; one thread, so on a
-machine shared with other jobs it measures the work done rather than the share of the cores obtained), with
-the CPU model and the load average before and after.
+The two alternate epoch by epoch in one process (:func:`interleaved_epochs`: the lab's epoch callback runs
+one hand-written epoch), so that the load of a shared machine, which drifts over minutes, weighs on both
+alike; ``rounds`` repeats this with fresh models, ``epochs`` epochs each, the first epoch of each side in
+every round a warm-up that is not counted. The result is the ratio of the medians, lab / hand-written
+(target ≤ 1.1), of the wall-clock time and of this process's CPU time (``time.process_time``; one thread, so
+on a machine shared with other jobs it measures the work done rather than the share of the cores obtained),
+with the CPU model (:func:`adamlab.machine.cpu_model`) and the load average before and after.
 
-Run ``adamlab bench train fig2a`` (or ``fig4``); ``--examples N`` trains on the first N digits only.
-Other experiments add themselves with :func:`register_train_bench`.
+Run ``adamlab bench train fig2a`` (or ``fig4``, ``fig3``); ``--examples N`` trains on N examples only (a
+subsample drawn with the data set's fixed data seed). Other experiments add themselves with
+:func:`register_train_bench`.
 """
 
 from __future__ import annotations
@@ -43,14 +46,16 @@ from torch import nn
 
 import adamlab
 from adamlab.files import write_json
+from adamlab.machine import cpu_model
 
 __all__ = [
     "TARGET_RATIO",
     "TRAIN_BENCHES",
+    "HandWritten",
     "TrainBench",
     "add_train_cli",
     "handwritten_epochs",
-    "lab_epochs",
+    "interleaved_epochs",
     "register_train_bench",
     "run_train_benchmark",
 ]
@@ -135,60 +140,101 @@ def _intervals(stamps: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(stamps)]
 
 
-def lab_epochs(panel: Any, data_dir: str | os.PathLike[str] | None, threads: int) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of each of the lab's epochs after the first (between consecutive epoch callbacks)."""
-    from adamlab.lab.runner import run_spec
-    from adamlab.lab.spec import ExperimentSpec
+class HandWritten:
+    """The plain loop of one experiment's model, one epoch per :meth:`epoch` call: ``for idx in
+    randperm(n).split(batch): loss = f(model(X[idx]), y[idx]); zero_grad; backward; step``, then the objective
+    over the whole set under ``no_grad`` in chunks of 16,384 — nothing else. Same initialisation scheme,
+    optimiser (adamlab.Adam, α = 1e-3) and batch size as the lab's run."""
 
-    spec = ExperimentSpec(name="bench-train", title="bench", panels=(panel,), seeds=(0,))
-    stamps: list[tuple[float, float]] = []
-    with tempfile.TemporaryDirectory(prefix="adamlab-bench-train-") as tmp:
-        run_spec(
-            spec,
-            tmp,
-            data_dir=data_dir,
-            progress=False,
-            on_epoch=lambda *_: stamps.append(_clock()),
-            threads=threads,
-        )
-    return _intervals(stamps)
+    def __init__(self, panel: Any, data: Any, loss: Loss, seed: int = 0) -> None:
+        from adamlab.lab.models import build_model, init_parameters
+
+        self.X = torch.from_numpy(data.X)
+        self.y = torch.from_numpy(data.y)
+        self.batch_size = panel.batch_size
+        self.loss = loss
+        self.model = build_model(panel.model, data.n_features, data.n_classes)
+        init_parameters(self.model, panel.model.init_std, torch.Generator().manual_seed(seed))
+        self.optimizer = adamlab.Adam(self.model.parameters(), lr=LEARNING_RATE)
+        self.shuffle = torch.Generator().manual_seed(seed + 1)
+        self.noise = torch.Generator().manual_seed(seed + 2)
+
+    def epoch(self) -> float:
+        """Train one epoch, then return the full-set objective."""
+        model, X, y = self.model, self.X, self.y
+        model.train()
+        for idx in torch.randperm(len(y), generator=self.shuffle).split(self.batch_size):
+            value = self.loss(model, X[idx], y[idx], self.noise)
+            self.optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            self.optimizer.step()
+        model.eval()
+        total = 0.0
+        with torch.no_grad():
+            for a in range(0, len(y), EVAL_CHUNK):
+                xb, yb = X[a : a + EVAL_CHUNK], y[a : a + EVAL_CHUNK]
+                total += float(self.loss(model, xb, yb, self.noise)) * len(yb)
+        return total / len(y)
 
 
 def handwritten_epochs(
     panel: Any, data: Any, loss: Loss, threads: int, seed: int = 0
 ) -> tuple[list[tuple[float, float]], float]:
-    """(wall, CPU) seconds of each hand-written epoch after the first, and the final full-set objective."""
-    from adamlab.lab.models import build_model, init_parameters
-
+    """(wall, CPU) seconds of each hand-written epoch after the first, and the final full-set objective (the
+    hand-written loop alone, not interleaved with the lab)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        X = torch.from_numpy(data.X)
-        y = torch.from_numpy(data.y)
-        model = build_model(panel.model, data.n_features, data.n_classes)
-        init_parameters(model, panel.model.init_std, torch.Generator().manual_seed(seed))
-        optimizer = adamlab.Adam(model.parameters(), lr=LEARNING_RATE)
-        shuffle = torch.Generator().manual_seed(seed + 1)
-        noise = torch.Generator().manual_seed(seed + 2)
+        hand = HandWritten(panel, data, loss, seed)
         stamps, cost = [_clock()], float("nan")
         for _ in range(panel.epochs):
-            model.train()
-            for idx in torch.randperm(len(y), generator=shuffle).split(panel.batch_size):
-                value = loss(model, X[idx], y[idx], noise)
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                optimizer.step()
-            model.eval()
-            total = 0.0
-            with torch.no_grad():
-                for a in range(0, len(y), EVAL_CHUNK):
-                    xb, yb = X[a : a + EVAL_CHUNK], y[a : a + EVAL_CHUNK]
-                    total += float(loss(model, xb, yb, noise)) * len(yb)
-            cost = total / len(y)
+            cost = hand.epoch()
             stamps.append(_clock())
         return _intervals(stamps)[1:], cost
     finally:
         torch.set_num_threads(previous)
+
+
+def interleaved_epochs(
+    panel: Any, data: Any, loss: Loss, data_dir: str | os.PathLike[str] | None, threads: int
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]], float]:
+    """The lab's epochs and the hand-written ones, alternating epoch by epoch in one process.
+
+    The lab trains ``panel`` through :func:`adamlab.lab.runner.run_spec` (one setting, one seed, into a
+    temporary directory); its epoch callback runs one hand-written epoch (:class:`HandWritten`) and stamps the
+    clocks before and after. A lab epoch is the time from the end of one callback's hand-written epoch to the
+    next callback (so everything the lab does per epoch counts: the minibatches, the full-set evaluation, the
+    diagnostics, the run file and the checkpoint); a hand-written epoch is the time inside the callback. The
+    two alternate every few seconds, so a change of the machine's load affects both alike. The first epoch of
+    each (warm-up; the lab's includes its set-up) is not counted. Returns (lab, hand-written) (wall, CPU)
+    seconds and the hand-written loop's final objective."""
+    from adamlab.lab.runner import run_spec
+    from adamlab.lab.spec import ExperimentSpec
+
+    spec = ExperimentSpec(name="bench-train", title="bench", panels=(panel,), seeds=(0,))
+    lab: list[tuple[float, float]] = []
+    hand: list[tuple[float, float]] = []
+    cost = [float("nan")]
+    last: list[tuple[float, float]] = []
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        written = HandWritten(panel, data, loss)
+
+        def on_epoch(*_: Any) -> None:
+            now = _clock()
+            if last:
+                lab.append(_intervals([last[-1], now])[0])
+            cost[0] = written.epoch()
+            after = _clock()
+            hand.append(_intervals([now, after])[0])
+            last.append(after)
+
+        with tempfile.TemporaryDirectory(prefix="adamlab-bench-train-") as tmp:
+            run_spec(spec, tmp, data_dir=data_dir, progress=False, on_epoch=on_epoch, threads=threads)
+    finally:
+        torch.set_num_threads(previous)
+    return lab, hand[1:], cost[0]
 
 
 def _load() -> list[float] | None:
@@ -232,9 +278,9 @@ def run_train_benchmark(
     hand: list[tuple[float, float]] = []
     cost = float("nan")
     for _ in range(rounds):
-        lab += lab_epochs(panel, data_dir, threads)
-        times, cost = handwritten_epochs(panel, data, bench.loss, threads)
-        hand += times
+        lab_times, hand_times, cost = interleaved_epochs(panel, data, bench.loss, data_dir, threads)
+        lab += lab_times
+        hand += hand_times
     medians = {
         f"median_{side}_{clock}_s": statistics.median(t[i] for t in times)
         for side, times in (("lab", lab), ("handwritten", hand))
@@ -252,7 +298,7 @@ def run_train_benchmark(
         "epochs_per_round": epochs,
         "rounds": rounds,
         "threads": threads,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "machine": platform.machine(),
         "torch": torch.__version__,
         "load_average_before": load_before,
@@ -269,12 +315,6 @@ def run_train_benchmark(
         "cpu_target_met": cpu_ratio <= TARGET_RATIO,
         "handwritten_final_cost": cost,
     }
-
-
-def _cpu_model() -> str:
-    from adamlab.bench import _cpu_model as cpu
-
-    return cpu()
 
 
 def format_result(result: dict[str, Any]) -> str:
