@@ -289,7 +289,8 @@ typedef int64_t (*loop_half)(int64_t, uint16_t *, const uint16_t *, uint16_t *, 
         const float c1 = (float)(1.0 - s->beta1_t), c1m = c1 - 1.0f;                              \
         const int small_c1 = fabsf(c1) < 0.5f;                                                    \
         const float b2 = (float)s->beta2, c2 = (float)(1.0 - s->beta2);                           \
-        const float nstep = (float)(-s->step), dmul = (float)s->denom_scale, eps = (float)s->eps;  \
+        const float nstep = (float)(-s->step), bc2 = (float)(1.0 / s->denom_scale);               \
+        const float eps = (float)s->eps;                                                          \
         const float wd = (float)s->l2, decay = (float)s->decay, sign = (float)s->sign;             \
         int64_t bad = 0;                                                                          \
         (void)vmax; (void)unused; (void)wd; (void)decay;                                          \
@@ -299,11 +300,11 @@ typedef int64_t (*loop_half)(int64_t, uint16_t *, const uint16_t *, uint16_t *, 
             const int ok = finite_f(gi);                                                          \
             bad += ok ? 0 : 1; /* an integer count: a float one keeps 2-byte loops from vectorising */ \
             float ge = gi * sign;                                                                 \
-            if (WD == 1) ge = ge + pi * wd;                                                       \
+            if (WD == 1) ge = fmaf(pi, wd, ge);                                                   \
             if (WD == 2) pi = pi * decay;                                                         \
             const float d = ge - mi;                                                              \
             const float mn = fmaf(small_c1 ? c1 : c1m, d, small_c1 ? mi : ge);                    \
-            const float vn = vi * b2 + (c2 * ge) * ge;                                            \
+            const float vn = fmaf(c2 * ge, ge, vi * b2);                                          \
             float vu = vn;                                                                        \
             if (AMS) {                                                                            \
                 const float vm = TOF(vmax[i]);                                                    \
@@ -311,7 +312,7 @@ typedef int64_t (*loop_half)(int64_t, uint16_t *, const uint16_t *, uint16_t *, 
                 const uint16_t uh = FROMF(vu);                                                    \
                 vmax[i] = ok ? uh : vmax[i];                                                      \
             }                                                                                     \
-            const float den = sqrtf(vu) * dmul + eps;                                             \
+            const float den = sqrtf(vu) / bc2 + eps;                                              \
             const float pn = pi + (nstep * mn) / den;                                             \
             const uint16_t ph = FROMF(pn), mh = FROMF(mn), vh = FROMF(vn);                        \
             p[i] = ok ? ph : p[i];                                                                \
@@ -379,8 +380,208 @@ ROOFLINE_HALF(scalar, TARGET_SCALAR)
 /* ---------------------------------------------------------------- AVX2 + FMA (8 lanes) */
 
 GENERIC_LOOPS(avx2, TARGET_AVX2, double)
-HALF_LOOPS(avx2, TARGET_AVX2)
-ROOFLINE_HALF(avx2, TARGET_AVX2)
+
+/*
+ * Half-precision Adam with explicit SIMD (AVX2 + FMA + F16C, 8 lanes; AVX-512, 16 lanes): the arithmetic and
+ * rounding of ADAM_HALF_LOOP (torch's fused CPU Adam), equal to it bit for bit, at the memory-bandwidth limit.
+ *
+ *  - bf16 ↔ fp32 by shifts: widen (vpmovzxwd) and shift left 16; back by round-to-nearest-even on the
+ *    integer bits, (b + 0x7fff + ((b >> 16) & 1)) >> 16, NaN kept quiet (f_to_bf16), then narrowed. (Not
+ *    AVX512_BF16's vcvtneps2bf16: it flushes subnormal inputs to zero, torch's conversion does not.)
+ *    fp16 ↔ fp32 by F16C's vcvtph2ps / vcvtps2ph (round to nearest even), which are exact conversions.
+ *  - The division: θ_t = θ + (−α_t/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε) takes three divider operations
+ *    (√, two quotients), which in cache costs more than the 14 bytes a parameter of memory. The step
+ *    computes instead an estimate r of the quotient (reciprocal estimate, one Newton step, one residual
+ *    correction: within 2^-21 of torch's rounded quotient, with √(1 − β2^t) multiplied by its reciprocal),
+ *    and rounds θ + r·(1 − 2^-19) and θ + r·(1 + 2^-19) to the stored type. Rounding of a float32 sum to
+ *    bf16/fp16 is monotonic in the addend, and torch's quotient lies between the two: where both round to
+ *    the same bits, those are torch's bits exactly. Only where they differ (θ within 2^-19·|r| of a rounding
+ *    midpoint: rare) or the estimate is not valid (denominator not a positive normal number, quotient
+ *    subnormal or not finite), the vector is recomputed with torch's exact divisions. So the result is
+ *    torch's bit for bit on every coordinate, and the divider does one √ a vector.
+ *  - Non-finite gradients: counted; the vector's old 16-bit values are blended back into the lanes (a branch
+ *    taken only where a lane is not finite).
+ *  - Tails of fewer than a vector go through a zero-padded copy on the stack: every element takes the same
+ *    arithmetic wherever thread splits and tensor ends fall.
+ */
+#define HALF_DELTA 0x1p-19f
+#define PREFETCH_AHEAD_HALF 1024 /* elements: 2 KiB ahead, the same distance in bytes as PREFETCH4's */
+#define PREFETCH4_HALF(g, p, m, v, i)                                                                \
+    do {                                                                                             \
+        __builtin_prefetch((g) + (i) + PREFETCH_AHEAD_HALF, 0, 3);                                   \
+        __builtin_prefetch((p) + (i) + PREFETCH_AHEAD_HALF, 1, 3);                                   \
+        __builtin_prefetch((m) + (i) + PREFETCH_AHEAD_HALF, 1, 3);                                   \
+        __builtin_prefetch((v) + (i) + PREFETCH_AHEAD_HALF, 1, 3);                                   \
+    } while (0)
+
+/* The per-call float32 scalars of the half-precision step, as ADAM_HALF_LOOP has them. */
+#define HALF_SCALARS                                                                                 \
+    const float c1f = (float)(1.0 - s->beta1_t);                                                     \
+    const int small_c1 = fabsf(c1f) < 0.5f;                                                          \
+    const float coeff_f = small_c1 ? c1f : c1f - 1.0f
+
+/* ---- AVX2 + FMA + F16C */
+
+TARGET_AVX2 static inline __m256 bf16_in_avx2(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+TARGET_AVX2 static inline __m128i bf16_out_avx2(__m256 x) {
+    const __m256i b = _mm256_castps_si256(x), hi = _mm256_srli_epi32(b, 16);
+    const __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    const __m256i out = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+    return _mm_packus_epi32(_mm256_castsi256_si128(out), _mm256_extracti128_si256(out, 1));
+}
+TARGET_AVX2 static inline __m256 f16_in_avx2(__m128i h) { return _mm256_cvtph_ps(h); }
+TARGET_AVX2 static inline __m128i f16_out_avx2(__m256 x) {
+    return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+#define HALF_AVX2_CONSTS()                                                                           \
+    HALF_SCALARS;                                                                                    \
+    const __m256 coeff = _mm256_set1_ps(coeff_f);                                                    \
+    const __m256 small = _mm256_castsi256_ps(_mm256_set1_epi32(small_c1 ? -1 : 0));                  \
+    const __m256 b2 = _mm256_set1_ps((float)s->beta2), c2 = _mm256_set1_ps((float)(1.0 - s->beta2)); \
+    const __m256 nstep = _mm256_set1_ps((float)(-s->step)), eps = _mm256_set1_ps((float)s->eps);     \
+    const __m256 dmul = _mm256_set1_ps((float)s->denom_scale);                                       \
+    const __m256 bc2 = _mm256_set1_ps((float)(1.0 / s->denom_scale));                                \
+    const __m256 wd = _mm256_set1_ps((float)s->l2), decay = _mm256_set1_ps((float)s->decay);         \
+    const __m256 sign = _mm256_set1_ps((float)s->sign), two = _mm256_set1_ps(2.0f);                  \
+    const __m256 lo = _mm256_set1_ps(1.0f - HALF_DELTA), hi = _mm256_set1_ps(1.0f + HALF_DELTA);     \
+    const __m256 tiny = _mm256_set1_ps(0x1p-120f), huge = _mm256_set1_ps(0x1p120f);                  \
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));                       \
+    const __m256i expo = _mm256_set1_epi32(0x7f800000);                                              \
+    (void)wd; (void)decay
+
+/* One vector (8 values) of half-precision Adam at P, G, M, V, VM; adds the non-finite count to `bad`. */
+#define HALF_AVX2_BODY(NAME, AMS, WD, P, G, M, V, VM)                                                \
+    do {                                                                                             \
+        const __m128i gh = _mm_loadu_si128((const __m128i *)(G)), ph = _mm_loadu_si128((const __m128i *)(P)); \
+        const __m128i mh = _mm_loadu_si128((const __m128i *)(M)), vh = _mm_loadu_si128((const __m128i *)(V)); \
+        const __m256 gi = NAME##_in_avx2(gh), mi = NAME##_in_avx2(mh), vi = NAME##_in_avx2(vh);      \
+        __m256 pi = NAME##_in_avx2(ph);                                                              \
+        const __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(gi), expo), expo); \
+        const int nf = _mm256_movemask_ps(_mm256_castsi256_ps(nonfinite));                           \
+        bad += __builtin_popcount((unsigned)nf);                                                     \
+        __m256 ge = _mm256_mul_ps(gi, sign);                                                         \
+        if (WD == 1) ge = _mm256_fmadd_ps(pi, wd, ge);                                               \
+        if (WD == 2) pi = _mm256_mul_ps(pi, decay);                                                  \
+        const __m256 mn = _mm256_fmadd_ps(coeff, _mm256_sub_ps(ge, mi), _mm256_blendv_ps(ge, mi, small)); \
+        const __m256 vn = _mm256_fmadd_ps(_mm256_mul_ps(c2, ge), ge, _mm256_mul_ps(vi, b2));         \
+        __m256 vu = vn;                                                                              \
+        __m128i vmh = _mm_setzero_si128();                                                           \
+        if (AMS) {                                                                                   \
+            vmh = _mm_loadu_si128((const __m128i *)(VM));                                            \
+            vu = _mm256_max_ps(NAME##_in_avx2(vmh), vn);                                             \
+        }                                                                                            \
+        const __m256 num = _mm256_mul_ps(nstep, mn);                                                 \
+        const __m256 sq = _mm256_sqrt_ps(vu);                                                        \
+        const __m256 den = _mm256_fmadd_ps(sq, dmul, eps);                                           \
+        __m256 q = _mm256_rcp_ps(den);                                                               \
+        q = _mm256_mul_ps(q, _mm256_fnmadd_ps(den, q, two));                                         \
+        __m256 r = _mm256_mul_ps(num, q);                                                            \
+        r = _mm256_fmadd_ps(q, _mm256_fnmadd_ps(den, r, num), r); /* r + q·(num − den·r) */          \
+        __m128i pout = NAME##_out_avx2(_mm256_add_ps(pi, _mm256_mul_ps(r, lo)));                     \
+        const __m128i pout2 = NAME##_out_avx2(_mm256_add_ps(pi, _mm256_mul_ps(r, hi)));              \
+        const __m256 ar = _mm256_and_ps(r, absmask);                                                 \
+        const __m256 good = _mm256_and_ps(                                                           \
+            _mm256_and_ps(_mm256_cmp_ps(den, tiny, _CMP_GE_OQ), _mm256_cmp_ps(den, huge, _CMP_LE_OQ)), \
+            _mm256_and_ps(_mm256_cmp_ps(ar, huge, _CMP_LE_OQ),                                       \
+                          _mm256_or_ps(_mm256_cmp_ps(ar, tiny, _CMP_GE_OQ),                          \
+                                       _mm256_cmp_ps(ar, _mm256_setzero_ps(), _CMP_EQ_OQ))));        \
+        if (__builtin_expect(_mm_movemask_epi8(_mm_cmpeq_epi16(pout, pout2)) != 0xffff ||            \
+                                 _mm256_movemask_ps(good) != 0xff,                                   \
+                             0)) {                                                                   \
+            const __m256 exact = _mm256_add_ps(_mm256_div_ps(sq, bc2), eps);                         \
+            pout = NAME##_out_avx2(_mm256_add_ps(pi, _mm256_div_ps(num, exact)));                    \
+        }                                                                                            \
+        __m128i mout = NAME##_out_avx2(mn), vout = NAME##_out_avx2(vn);                              \
+        __m128i vmout = AMS ? NAME##_out_avx2(vu) : vmh;                                             \
+        if (__builtin_expect(nf != 0, 0)) {                                                          \
+            const __m128i keep = _mm_packs_epi32(_mm256_castsi256_si128(nonfinite),                  \
+                                                 _mm256_extracti128_si256(nonfinite, 1));            \
+            pout = _mm_blendv_epi8(pout, ph, keep);                                                  \
+            mout = _mm_blendv_epi8(mout, mh, keep);                                                  \
+            vout = _mm_blendv_epi8(vout, vh, keep);                                                  \
+            vmout = _mm_blendv_epi8(vmout, vmh, keep);                                               \
+        }                                                                                            \
+        _mm_storeu_si128((__m128i *)(P), pout);                                                      \
+        _mm_storeu_si128((__m128i *)(M), mout);                                                      \
+        _mm_storeu_si128((__m128i *)(V), vout);                                                      \
+        if (AMS) _mm_storeu_si128((__m128i *)(VM), vmout);                                           \
+    } while (0)
+
+/* The loop around a body of W lanes: 32 values (one 64-byte line of each stream) per iteration, then W,
+ * then a zero-padded tail. */
+#define HALF_SIMD_LOOP(ISA, ATTR, NAME, BODY, CONSTS, W, AMS, WD)                                    \
+    ATTR static int64_t adam_##NAME##_##ISA##_##AMS##_##WD(                                          \
+        int64_t n, uint16_t *restrict p, const uint16_t *restrict g, uint16_t *restrict m,           \
+        uint16_t *restrict v, uint16_t *restrict vmax, uint16_t *restrict unused, const scalars_t *s) { \
+        CONSTS();                                                                                    \
+        int64_t bad = 0, i = 0;                                                                      \
+        (void)vmax; (void)unused;                                                                    \
+        for (; i + 32 <= n; i += 32) {                                                               \
+            PREFETCH4_HALF(g, p, m, v, i);                                                           \
+            for (int j = 0; j < 32; j += W)                                                          \
+                BODY(NAME, AMS, WD, p + i + j, g + i + j, m + i + j, v + i + j, vmax + i + j);       \
+        }                                                                                            \
+        for (; i + W <= n; i += W) BODY(NAME, AMS, WD, p + i, g + i, m + i, v + i, vmax + i);        \
+        if (i < n) {                                                                                 \
+            uint16_t tp[W] = {0}, tg[W] = {0}, tm[W] = {0}, tv[W] = {0}, tvm[W] = {0};               \
+            const size_t bytes = (size_t)(n - i) * sizeof(uint16_t);                                 \
+            memcpy(tp, p + i, bytes); memcpy(tg, g + i, bytes);                                      \
+            memcpy(tm, m + i, bytes); memcpy(tv, v + i, bytes);                                      \
+            if (AMS) memcpy(tvm, vmax + i, bytes);                                                   \
+            BODY(NAME, AMS, WD, tp, tg, tm, tv, tvm);                                                \
+            memcpy(p + i, tp, bytes); memcpy(m + i, tm, bytes); memcpy(v + i, tv, bytes);            \
+            if (AMS) memcpy(vmax + i, tvm, bytes);                                                   \
+        }                                                                                            \
+        return bad;                                                                                  \
+    }
+
+#define HALF_SIMD_LOOPS(ISA, ATTR, BODY, CONSTS, W)                                                  \
+    HALF_SIMD_LOOP(ISA, ATTR, bf16, BODY, CONSTS, W, 0, 0)                                           \
+    HALF_SIMD_LOOP(ISA, ATTR, bf16, BODY, CONSTS, W, 0, 1)                                           \
+    HALF_SIMD_LOOP(ISA, ATTR, bf16, BODY, CONSTS, W, 0, 2)                                           \
+    HALF_SIMD_LOOP(ISA, ATTR, bf16, BODY, CONSTS, W, 1, 0)                                           \
+    HALF_SIMD_LOOP(ISA, ATTR, bf16, BODY, CONSTS, W, 1, 1)                                           \
+    HALF_SIMD_LOOP(ISA, ATTR, bf16, BODY, CONSTS, W, 1, 2)                                           \
+    HALF_SIMD_LOOP(ISA, ATTR, f16, BODY, CONSTS, W, 0, 0)                                            \
+    HALF_SIMD_LOOP(ISA, ATTR, f16, BODY, CONSTS, W, 0, 1)                                            \
+    HALF_SIMD_LOOP(ISA, ATTR, f16, BODY, CONSTS, W, 0, 2)                                            \
+    HALF_SIMD_LOOP(ISA, ATTR, f16, BODY, CONSTS, W, 1, 0)                                            \
+    HALF_SIMD_LOOP(ISA, ATTR, f16, BODY, CONSTS, W, 1, 1)                                            \
+    HALF_SIMD_LOOP(ISA, ATTR, f16, BODY, CONSTS, W, 1, 2)
+
+HALF_SIMD_LOOPS(avx2, TARGET_AVX2, HALF_AVX2_BODY, HALF_AVX2_CONSTS, 8)
+
+/* The half-precision roofline, prefetched as the step is. */
+#define ROOFLINE_HALF_SIMD(ISA, ATTR)                                                                \
+    ATTR static int64_t roofline_half_##ISA(int64_t n, uint16_t *restrict p, const uint16_t *restrict g, \
+                                            uint16_t *restrict m, uint16_t *restrict v,              \
+                                            uint16_t *restrict u1, uint16_t *restrict u2,            \
+                                            const scalars_t *s) {                                    \
+        (void)u1; (void)u2; (void)s;                                                                 \
+        int64_t i = 0;                                                                               \
+        for (; i + 32 <= n; i += 32) {                                                               \
+            PREFETCH4_HALF(g, p, m, v, i);                                                           \
+            for (int64_t j = i; j < i + 32; ++j) {                                                   \
+                const uint16_t gj = g[j];                                                            \
+                m[j] = (uint16_t)(m[j] + gj);                                                        \
+                v[j] = (uint16_t)(v[j] ^ gj);                                                        \
+                p[j] = (uint16_t)(p[j] - gj);                                                        \
+            }                                                                                        \
+        }                                                                                            \
+        for (; i < n; ++i) {                                                                         \
+            const uint16_t gi = g[i];                                                                \
+            m[i] = (uint16_t)(m[i] + gi);                                                            \
+            v[i] = (uint16_t)(v[i] ^ gi);                                                            \
+            p[i] = (uint16_t)(p[i] - gi);                                                            \
+        }                                                                                            \
+        return 0;                                                                                    \
+    }
+ROOFLINE_HALF_SIMD(avx2, TARGET_AVX2)
 
 /*
  * fp32 Adam with AVX2 + FMA, 8 lanes, the same arithmetic as ADAM_AVX512 but for the division, which is
@@ -536,8 +737,92 @@ TARGET_AVX2 static int64_t roofline_avx2(int64_t n, float *restrict p, const flo
 /* ---------------------------------------------------------------- AVX-512 F + DQ (16 lanes) */
 
 GENERIC_LOOPS(avx512, TARGET_AVX512, double)
-HALF_LOOPS(avx512, TARGET_AVX512)
-ROOFLINE_HALF(avx512, TARGET_AVX512)
+
+/* ---- AVX-512 (16 lanes): the same step as HALF_AVX2_BODY, with rcp14 and fpclass */
+
+TARGET_AVX512 static inline __m512 bf16_in_avx512(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+TARGET_AVX512 static inline __m256i bf16_out_avx512(__m512 x) {
+    const __m512i b = _mm512_castps_si512(x), hi = _mm512_srli_epi32(b, 16);
+    const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    r = _mm512_mask_or_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), hi, _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+}
+TARGET_AVX512 static inline __m512 f16_in_avx512(__m256i h) { return _mm512_cvtph_ps(h); }
+TARGET_AVX512 static inline __m256i f16_out_avx512(__m512 x) {
+    return _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+#define HALF_AVX512_CONSTS()                                                                         \
+    HALF_SCALARS;                                                                                    \
+    const __m512 coeff = _mm512_set1_ps(coeff_f);                                                    \
+    const __mmask16 small = small_c1 ? (__mmask16)0xFFFF : (__mmask16)0;                             \
+    const __m512 b2 = _mm512_set1_ps((float)s->beta2), c2 = _mm512_set1_ps((float)(1.0 - s->beta2)); \
+    const __m512 nstep = _mm512_set1_ps((float)(-s->step)), eps = _mm512_set1_ps((float)s->eps);     \
+    const __m512 dmul = _mm512_set1_ps((float)s->denom_scale);                                       \
+    const __m512 bc2 = _mm512_set1_ps((float)(1.0 / s->denom_scale));                                \
+    const __m512 wd = _mm512_set1_ps((float)s->l2), decay = _mm512_set1_ps((float)s->decay);         \
+    const __m512 sign = _mm512_set1_ps((float)s->sign), two = _mm512_set1_ps(2.0f);                  \
+    const __m512 lo = _mm512_set1_ps(1.0f - HALF_DELTA), hi = _mm512_set1_ps(1.0f + HALF_DELTA);     \
+    (void)wd; (void)decay
+
+#define HALF_AVX512_BODY(NAME, AMS, WD, P, G, M, V, VM)                                              \
+    do {                                                                                             \
+        const __m256i gh = _mm256_loadu_si256((const __m256i *)(G));                                 \
+        const __m256i ph = _mm256_loadu_si256((const __m256i *)(P));                                 \
+        const __m256i mh = _mm256_loadu_si256((const __m256i *)(M));                                 \
+        const __m256i vh = _mm256_loadu_si256((const __m256i *)(V));                                 \
+        const __m512 gi = NAME##_in_avx512(gh), mi = NAME##_in_avx512(mh), vi = NAME##_in_avx512(vh); \
+        __m512 pi = NAME##_in_avx512(ph);                                                            \
+        const __mmask16 nonfinite = _mm512_fpclass_ps_mask(gi, 0x99); /* ±∞, NaN */                  \
+        bad += __builtin_popcount((unsigned)nonfinite);                                              \
+        __m512 ge = _mm512_mul_ps(gi, sign);                                                         \
+        if (WD == 1) ge = _mm512_fmadd_ps(pi, wd, ge);                                               \
+        if (WD == 2) pi = _mm512_mul_ps(pi, decay);                                                  \
+        const __m512 mn = _mm512_fmadd_ps(coeff, _mm512_sub_ps(ge, mi), _mm512_mask_blend_ps(small, ge, mi)); \
+        const __m512 vn = _mm512_fmadd_ps(_mm512_mul_ps(c2, ge), ge, _mm512_mul_ps(vi, b2));         \
+        __m512 vu = vn;                                                                              \
+        __m256i vmh = _mm256_setzero_si256();                                                        \
+        if (AMS) {                                                                                   \
+            vmh = _mm256_loadu_si256((const __m256i *)(VM));                                         \
+            vu = _mm512_max_ps(NAME##_in_avx512(vmh), vn);                                           \
+        }                                                                                            \
+        const __m512 num = _mm512_mul_ps(nstep, mn);                                                 \
+        const __m512 sq = _mm512_sqrt_ps(vu);                                                        \
+        const __m512 den = _mm512_fmadd_ps(sq, dmul, eps);                                           \
+        __m512 q = _mm512_rcp14_ps(den);                                                             \
+        q = _mm512_mul_ps(q, _mm512_fnmadd_ps(den, q, two));                                         \
+        __m512 r = _mm512_mul_ps(num, q);                                                            \
+        r = _mm512_fmadd_ps(q, _mm512_fnmadd_ps(den, r, num), r); /* r + q·(num − den·r) */          \
+        __m256i pout = NAME##_out_avx512(_mm512_add_ps(pi, _mm512_mul_ps(r, lo)));                   \
+        const __m256i pout2 = NAME##_out_avx512(_mm512_add_ps(pi, _mm512_mul_ps(r, hi)));            \
+        /* den: anything but a positive normal number; r: subnormal, ±∞, NaN */                      \
+        const __mmask16 invalid = _mm512_fpclass_ps_mask(den, 0xFF) | _mm512_fpclass_ps_mask(r, 0xB9); \
+        if (__builtin_expect((unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi16(pout, pout2)) != 0xffffffffu || \
+                                 invalid != 0,                                                       \
+                             0)) {                                                                   \
+            const __m512 exact = _mm512_add_ps(_mm512_div_ps(sq, bc2), eps);                         \
+            pout = NAME##_out_avx512(_mm512_add_ps(pi, _mm512_div_ps(num, exact)));                  \
+        }                                                                                            \
+        __m256i mout = NAME##_out_avx512(mn), vout = NAME##_out_avx512(vn);                          \
+        __m256i vmout = AMS ? NAME##_out_avx512(vu) : vmh;                                           \
+        if (__builtin_expect(nonfinite != 0, 0)) {                                                   \
+            const __m256i keep = _mm512_cvtepi32_epi16(_mm512_movm_epi32(nonfinite));               \
+            pout = _mm256_blendv_epi8(pout, ph, keep);                                               \
+            mout = _mm256_blendv_epi8(mout, mh, keep);                                               \
+            vout = _mm256_blendv_epi8(vout, vh, keep);                                               \
+            vmout = _mm256_blendv_epi8(vmout, vmh, keep);                                            \
+        }                                                                                            \
+        _mm256_storeu_si256((__m256i *)(P), pout);                                                   \
+        _mm256_storeu_si256((__m256i *)(M), mout);                                                   \
+        _mm256_storeu_si256((__m256i *)(V), vout);                                                   \
+        if (AMS) _mm256_storeu_si256((__m256i *)(VM), vmout);                                        \
+    } while (0)
+
+HALF_SIMD_LOOPS(avx512, TARGET_AVX512, HALF_AVX512_BODY, HALF_AVX512_CONSTS, 16)
+ROOFLINE_HALF_SIMD(avx512, TARGET_AVX512)
 
 /*
  * fp32 Adam with AVX-512, 16 lanes; the tail goes through masked loads and stores, so every element takes
