@@ -35,16 +35,21 @@ from typing import Any
 import torch
 
 from adamlab.hyperparameters import AdaMaxHyperparameters, AdamHyperparameters
-from adamlab.kernels.fused import FUSED_DTYPES, FusedPlan, why_not_fused
-from adamlab.optim import reference
+from adamlab.kernels.fused import FUSED_DTYPES, FusedPlan, is_plain, why_not_fused
+from adamlab.optim import quantised, reference
 
 IMPLS = ("reference", "foreach", "fused", "torch")
 State = dict[str, Any]
 
 
-def init_state(p: torch.Tensor, hp: Any) -> State:
+def init_state(p: torch.Tensor, hp: Any, position: int = 0) -> State:
     """A parameter's state before its first step: t = 0 (a float32 CPU scalar tensor, as torch.optim keeps
-    it) and zeros for m, v (u), and v_max and θ̄ where the options use them."""
+    it) and zeros for m, v (u), and v_max and θ̄ where the options use them. Under ``state_precision``
+    bf16/int8, a float32 tensor of at least 4096 elements gets quantised state instead
+    (:func:`adamlab.optim.quantised.init_state`; ``position``, its index among the optimizer's parameters,
+    seeds its stochastic rounding)."""
+    if quantised.takes_quantised_state(p, hp):
+        return quantised.init_state(p, hp, position)
     state: State = {"step": torch.tensor(0.0, dtype=torch.float32)}
     for key in hp.state_keys:
         state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -138,6 +143,60 @@ def _torch_adam(
     return counts
 
 
+def quantised_kernel() -> Any:
+    """``adamlab.kernels.quantized`` where it exists and its kernel is built, else None (then quantised state
+    steps on the torch reference, :func:`adamlab.optim.quantised.step`, which computes the same bits)."""
+    try:
+        from adamlab.kernels import quantized
+    except ImportError:
+        return None
+    try:
+        return quantized if quantized.available() else None
+    except Exception:  # a kernel that fails to load is a kernel that is not there
+        return None
+
+
+def _quantised(
+    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], states: Sequence[State], hp: Any, impl: str
+) -> list[int]:
+    """Tensors with quantised state (``state_precision`` bf16/int8): impl "fused" (and the optimizers' "auto")
+    takes the quantised kernel (``adamlab.kernels.quantized.adam_step_quantised``) for plain contiguous CPU
+    tensors where it is built, one call per format and block size; every other case the torch reference."""
+    counts = [0] * len(params)
+    kernel = quantised_kernel() if impl == "fused" else None
+    batches: dict[tuple[str, int], list[int]] = {}
+    for i, (p, g, s) in enumerate(zip(params, grads, states)):
+        tensors = [p, g, *(v for v in s.values() if isinstance(v, torch.Tensor) and v.dim() > 0)]
+        if p.dtype != torch.float32:
+            raise TypeError(f"tensor {i} has quantised state but is {p.dtype}; quantised state is for float32")
+        if kernel is not None and g.dtype == torch.float32 and all(map(is_plain, tensors)):
+            batches.setdefault((quantised.precision_of(s), int(s["state_block_size"])), []).append(i)
+        else:
+            counts[i] = quantised.step(p, g, s, hp)
+    for (precision, block), members in batches.items():
+        assert kernel is not None
+        sts = [states[i] for i in members]
+        second = "exp_inf" if hp.algorithm == "adamax" else "exp_avg_sq"
+        result = kernel.adam_step_quantised(
+            precision,
+            [params[i] for i in members],
+            [grads[i] for i in members],
+            [s["exp_avg"] for s in sts],
+            [s[second] for s in sts],
+            [s["exp_avg_absmax"] for s in sts] if precision == "int8" else None,
+            [s[second + "_absmax"] for s in sts] if precision == "int8" else None,
+            [s["step"] for s in sts],
+            [int(s["state_seed"]) for s in sts],
+            hp,
+            block_size=block,
+            adamax=hp.algorithm == "adamax",
+            threads=torch.get_num_threads(),
+        )
+        for i, c in zip(members, result):
+            counts[i] = int(c)
+    return counts
+
+
 def _run(
     algorithm: str,
     params: Sequence[torch.Tensor],
@@ -152,6 +211,24 @@ def _run(
         )
     if hp.algorithm != algorithm:
         raise TypeError(f"{algorithm}() needs {algorithm.title()}'s hyper-parameters, got {type(hp).__name__}")
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    packed = [i for i, s in enumerate(states) if quantised.is_quantised(s)]
+    if packed:  # quantised state: its own step (any impl), the others as usual
+        counts = _quantised(
+            [params[i] for i in packed], [grads[i] for i in packed], [states[i] for i in packed], hp, impl
+        )
+        rest = sorted(set(range(len(params))) - set(packed))
+        out = [0] * len(params)
+        for i, c in zip(packed, counts):
+            out[i] = c
+        if rest:
+            others = _run(
+                algorithm, [params[i] for i in rest], [grads[i] for i in rest], [states[i] for i in rest], hp, impl
+            )
+            for i, c in zip(rest, others):
+                out[i] = c
+        return out
     if impl == "reference":
         step_one = reference.adam_step if algorithm == "adam" else reference.adamax_step
         return [step_one(p, g, s, hp) for p, g, s in zip(params, grads, states)]

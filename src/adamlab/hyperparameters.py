@@ -36,15 +36,25 @@ KERNEL_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("AVERAGING", "averaging", bool),
     ("BETA1_DECAY", "beta1_decay", lambda v: v is not None),
 )
+#: The values of ``state_precision`` (``adamlab.numpy.quantised`` defines the formats), the quantised ones, the
+#: default int8 block size (elements per absmax scale) and the fewest elements a tensor needs for quantised
+#: state (smaller ones keep fp32 state: the scales and the second loop would cost more than they save).
+STATE_PRECISIONS = ("fp32", "bf16", "int8")
+QUANTISED = ("bf16", "int8")
+DEFAULT_BLOCK_SIZE = 256
+MIN_QUANTISED_NUMEL = 4096
 #: The kernel's ``hp`` array, in the order of the ``HP_*`` enum of adam_kernels.c.
 KERNEL_ARRAY = ("LR", "BETA1", "BETA2", "EPS", "WD", "BETA1_DECAY", "AVG_BETA")
 FLAG_BITS = {name: 1 << i for i, (name, _, _) in enumerate(KERNEL_FLAGS)}
 
 
-def option(default: Any, doc: str, *, kernel: bool = True) -> Any:
+def option(default: Any, doc: str, *, kernel: bool = True, state: bool = False) -> Any:
     """A field of a hyper-parameter type. ``kernel=False``: the fused kernel does not implement the option yet,
-    so a group that sets it away from its default takes the torch paths (reference or foreach)."""
-    return field(default=default, metadata={"doc": doc, "kernel": kernel})
+    so a group that sets it away from its default takes the torch paths (reference or foreach).
+    ``state=True``: an option of the optimizer state's format (``state_precision`` and its companions), not a
+    flag of the fp32 kernel: it decides per tensor which state (and so which step) a parameter gets
+    (``adamlab.optim.quantised``), and does not take a group off the fused kernel."""
+    return field(default=default, metadata={"doc": doc, "kernel": kernel, "state": state})
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,16 @@ class _Shared:
     beta1_decay: float | None = option(None, "λ in (0, 1] or None: β1,t = β1·λ^(t−1) (§4)")
     averaging: bool = option(False, "keep the temporal average θ̄ (§7.2), state 'param_avg'")
     averaging_beta: float | None = option(None, "β̄ in [0, 1) of the average; None: β2 (§7.2)")
+    state_precision: str = option(
+        "fp32",
+        '"fp32", "bf16" (stochastic rounding) or "int8" (blockwise absmax): how m and v (u) are stored for '
+        "float32 parameters of at least 4096 elements (docs/quantised-state.md)",
+        state=True,
+    )
+    state_seed: int = option(0, "seed in [0, 2³²) of bf16 state's stochastic rounding", state=True)
+    state_block_size: int = option(
+        DEFAULT_BLOCK_SIZE, "elements per absmax scale of int8 state: a multiple of 64", state=True
+    )
 
     algorithm: ClassVar[str]
     #: State keys, as torch.optim names them: first moment, second moment (v or u).
@@ -83,6 +103,29 @@ class _Shared:
         for name in ("maximize", "decoupled_weight_decay", "bias_correction", "averaging", "amsgrad"):
             if hasattr(self, name):
                 put(self, name, bool(getattr(self, name)))
+        self._check_state_format()
+
+    def _check_state_format(self) -> None:
+        """``state_precision`` and its companions: the allowed values, and no amsgrad or averaging with
+        quantised state (not offered: their extra state would stay fp32 and the kernel has no such loop)."""
+        check_choice("state_precision", self.state_precision, STATE_PRECISIONS)
+        for name, low, high, multiple in (("state_seed", 0, 2**32 - 1, 1), ("state_block_size", 64, 2**24, 64)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high or value % multiple:
+                allowed = f"an integer in [{low}, {high}]" + (f", a multiple of {multiple}" if multiple > 1 else "")
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        if self.state_precision != "fp32":
+            used = [name for name in ("amsgrad", "averaging") if getattr(self, name, False)]
+            if used:
+                raise ValueError(
+                    f"state_precision={self.state_precision!r} cannot be combined with {used[0]}=True (not offered: "
+                    'its extra state would stay fp32); use state_precision="fp32" or drop it'
+                )
+
+    @property
+    def quantised(self) -> bool:
+        """Whether state_precision stores m and v (u) in fewer than 32 bits (bf16 or int8)."""
+        return self.state_precision != "fp32"
 
     # -------------------------------------------------------------- building
 
@@ -136,7 +179,8 @@ class _Shared:
     def in_kernel(self) -> bool:
         """Whether the fused kernel implements every option set here (see ``option(kernel=False)``)."""
         return all(
-            f.metadata.get("kernel", True) or getattr(self, f.name) == f.default for f in dataclasses.fields(self)
+            f.metadata.get("kernel", True) or f.metadata.get("state") or getattr(self, f.name) == f.default
+            for f in dataclasses.fields(self)
         )
 
     @functools.cached_property
@@ -217,9 +261,13 @@ def check_kernel_source(source: str | Path | None = None) -> None:
 
 
 __all__ = [
+    "DEFAULT_BLOCK_SIZE",
     "FLAG_BITS",
     "KERNEL_ARRAY",
     "KERNEL_FLAGS",
+    "MIN_QUANTISED_NUMEL",
+    "QUANTISED",
+    "STATE_PRECISIONS",
     "AdaMaxHyperparameters",
     "AdamHyperparameters",
     "Hyperparameters",

@@ -47,14 +47,7 @@ from typing import Any
 import numpy as np
 
 from adamlab import formulas as F
-
-#: Parameters with fewer elements keep ordinary float32 state (the scales would cost more than they save).
-MIN_QUANTISED_NUMEL = 4096
-#: The default int8 block size B (elements per absmax scale); a multiple of 64.
-DEFAULT_BLOCK_SIZE = 256
-#: The values of ``state_precision``; the quantised ones.
-STATE_PRECISIONS = ("fp32", "bf16", "int8")
-QUANTISED = ("bf16", "int8")
+from adamlab.hyperparameters import DEFAULT_BLOCK_SIZE, MIN_QUANTISED_NUMEL, QUANTISED, STATE_PRECISIONS
 
 _F = np.float32
 _U32 = np.uint32

@@ -22,6 +22,9 @@ from adamlab import dtensor, functional
 from adamlab import formulas as F
 from adamlab.kernels import build
 from adamlab.kernels.fused import FusedPlan, why_not_fused
+from adamlab.numpy.quantised import tensor_seed
+from adamlab.optim import quantised
+from adamlab.validation import check_choice
 
 #: The class's ``impl`` choices: "auto" picks per tensor (see ``AdamFamily._route``).
 IMPLS = ("auto", "fused", "foreach", "reference")
@@ -168,9 +171,14 @@ class AdamFamily(Optimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError/TypeError naming the first bad option of a param group (or of the defaults)."""
-        self.hyperparameters.from_group(group)
+        hp = self.hyperparameters.from_group(group)
         if group["impl"] not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {group['impl']!r}")
+        if hp.quantised and group.get("differentiable"):
+            raise ValueError(
+                f"state_precision={hp.state_precision!r} cannot be combined with differentiable=True (the quantised "
+                'step rounds its state: no gradient flows through it); use state_precision="fp32"'
+            )
 
     def _hyperparameters(self, index: int, group: dict[str, Any]) -> Any:
         """The group's hyper-parameters, rebuilt (and checked) only when one of its options changed (an LR
@@ -197,9 +205,30 @@ class AdamFamily(Optimizer):
                     # One float32 CPU counter per parameter, as torch.optim keeps it (exact to 2**24 steps).
                     p_state["step"] = torch.as_tensor(p_state["step"], dtype=torch.float32, device="cpu")
 
+    def _position(self, p: torch.Tensor) -> int:
+        """p's index in the concatenation of all param groups' params (it seeds p's quantised state)."""
+        return _position([q for group in self.param_groups for q in group["params"]], p)
+
+    def state_dict(self, state_precision: str | None = None) -> dict[str, Any]:  # type: ignore[override]
+        """torch's ``state_dict``: quantised state (``state_precision`` bf16/int8) as it is kept, codes and
+        scales, so that resuming is bit-identical. ``state_precision="fp32"``: every state in float32 instead
+        (:func:`adamlab.optim.dequantised_state_dict`), the state torch.optim.Adam (Adamax) loads."""
+        sd = super().state_dict()
+        if state_precision is None:
+            return sd
+        check_choice("state_precision", state_precision, ("fp32", None))
+        return quantised.dequantised_state_dict(sd)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, refusing (before changing anything) a state made by another
-        optimizer: the error names the state keys loaded and the ones this optimizer keeps."""
+        optimizer: the error names the state keys loaded and the ones this optimizer keeps.
+
+        Quantised state (bf16/int8) is loaded as it is (torch's loader would cast int8 codes to float32 as
+        values), then each parameter's state is brought to its group's ``state_precision``: quantised state
+        loaded where fp32 is wanted (or the tensor takes no quantised state) is dequantised; fp32 state loaded
+        where bf16/int8 is wanted is quantised; the same format (and block size) is kept bit for bit. The
+        format is this optimizer's: its groups keep their ``state_precision``, ``state_seed`` and
+        ``state_block_size`` (every other option comes from the checkpoint, as in torch)."""
         expected = set(self.moment_keys) | {"step"}
         for key, p_state in state_dict.get("state", {}).items():
             if not isinstance(p_state, dict) or not p_state:
@@ -214,7 +243,51 @@ class AdamFamily(Optimizer):
                     f"{missing}). Load a state_dict saved by {type(self).__name__} (or torch.optim."
                     f"{'Adam' if self.algorithm == 'adam' else 'Adamax'})."
                 )
+        # The state's format is the loading optimizer's choice, not the checkpoint's (else loading into an fp32
+        # optimizer would make it bf16/int8): keep this optimizer's state_precision, state_seed, state_block_size.
+        mine = ("state_precision", "state_seed", "state_block_size")
+        groups = [
+            {**saved, **{k: group[k] for k in mine if k in group}}
+            for saved, group in zip(state_dict.get("param_groups", []), self.param_groups)
+        ]
+        if len(groups) == len(state_dict.get("param_groups", [])):
+            state_dict = {**state_dict, "param_groups": groups}
+        held = {
+            k: s for k, s in state_dict.get("state", {}).items() if isinstance(s, dict) and quantised.is_quantised(s)
+        }
+        if held:  # keep the codes from torch's cast; put them back below
+            state = {k: ({"step": s["step"]} if k in held else s) for k, s in state_dict["state"].items()}
+            state_dict = {**state_dict, "state": state}
         super().load_state_dict(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for key, saved in held.items():
+            p = params[saved_ids.index(key)]
+            for name, value in saved.items():
+                if name != "step":
+                    self.state[p][name] = value.detach().clone().to(p.device) if torch.is_tensor(value) else value
+        for group in self.param_groups:
+            hp = self.hyperparameters.from_group(group)
+            for p in group["params"]:
+                if self.state.get(p):
+                    self._convert_state(p, self.state[p], hp)
+
+    def _convert_state(self, p: torch.Tensor, state: dict[str, Any], hp: Any) -> None:
+        """Bring a loaded state to the format ``hp`` gives p (see :meth:`load_state_dict`)."""
+        want = hp.state_precision if quantised.takes_quantised_state(p, hp) else "fp32"
+        have = quantised.precision_of(state)
+        if have == want and (want != "int8" or state["state_block_size"] == hp.state_block_size):
+            return
+        second = self.moment_keys[1]
+        if have != "fp32":
+            m, v = quantised.moments(state)
+            for key in [k for k in state if k in ("state_seed", "state_block_size") or k.endswith("_absmax")]:
+                del state[key]
+            state["exp_avg"], state[second] = m.to(p.dtype), v.to(p.dtype)
+        if want != "fp32":
+            state["state_seed"] = tensor_seed(hp.state_seed, self._position(p))
+            state["state_block_size"] = int(hp.state_block_size)
+            quantised.store_moments(state, state["exp_avg"], state[second], want, second)
 
     # ------------------------------------------------------------------ the step
 
@@ -289,6 +362,8 @@ class AdamFamily(Optimizer):
         tensors), "torch" (torch's fused Adam on CUDA/MPS/XPU where its semantics are adamlab's), "foreach"
         (every adamlab option on those devices) or "reference" (anything else: other dtypes, ``meta``,
         DTensors that are not sharded alike)."""
+        if quantised.is_quantised(state):  # bf16/int8 state: its own step (adamlab.functional._quantised)
+            return "quantised"
         if impl in ("reference", "foreach") or differentiable:
             return "reference" if differentiable else impl
         why = why_not_fused(p, grad, state, hp.state_keys, hp)
@@ -325,7 +400,7 @@ class AdamFamily(Optimizer):
             if not state:
                 if impl == "fused" and not p.is_complex() and dtensor.dtensor_class() is None:
                     self._refuse_unfused(p, grad, {}, (), hp, where)  # before any state exists
-                state.update(functional.init_state(p, hp))
+                state.update(functional.init_state(p, hp, self._position(p)))
             missing = [k for k in keys if k not in state]
             if missing:
                 raise RuntimeError(
@@ -364,7 +439,8 @@ class AdamFamily(Optimizer):
                     self._plans[index] = plan
             else:
                 run = functional.adam if hp.algorithm == "adam" else functional.adamax
-                counts = run(ps, gs, sts, hp, impl="fused" if route == "half" else route)
+                how = {"half": "fused", "quantised": "fused" if impl in ("auto", "fused") else "reference"}
+                counts = run(ps, gs, sts, hp, impl=how.get(route, route))
             dtensor_type = dtensor.dtensor_class()
             for (p, lp, _, _), c in zip(members, counts):
                 if lp is not p and dtensor_type is not None and isinstance(p, dtensor_type):
@@ -524,7 +600,7 @@ def bias_corrected_moments(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """m̂ and the (bias-corrected, if ``correct_second``) second moment of a parameter's state, and t."""
     t = float(state["step"])
-    m, s = state[first_key], state[second_key]
+    m, s = quantised.moments(state) if quantised.is_quantised(state) else (state[first_key], state[second_key])
     if group["bias_correction"]:
         betas = [float(b) for b in group["betas"]]
         m = m / F.bias_correction(betas[0], t)

@@ -1,0 +1,261 @@
+"""``state_precision`` on adamlab.Adam, AdamW and AdaMax (issue 16): the option's checks, the state's format,
+the torch reference step against the NumPy oracle bit for bit, the fused path against the reference,
+checkpoints both ways, and how far bf16 and int8 trajectories stay from fp32 on real models."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import adamlab
+from adamlab import functional
+from adamlab.numpy import quantised as Q
+from adamlab.optim import quantised as TQ
+
+OPTIMIZERS = {"adam": adamlab.Adam, "adamw": adamlab.AdamW, "adamax": adamlab.AdaMax}
+BIG = 5000  # > MIN_QUANTISED_NUMEL, not a multiple of the block size (a short last block)
+
+
+def _bits(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    a = x.detach().contiguous().view(torch.int16).numpy() if torch.is_tensor(x) and x.dtype == torch.bfloat16 else x
+    a = a.detach().numpy() if torch.is_tensor(a) else np.asarray(a)
+    return a.view(np.uint8).copy()
+
+
+# ---------------------------------------------------------------------- the option
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_bad_values_are_named(name: str) -> None:
+    cls = OPTIMIZERS[name]
+    w = [torch.nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ValueError, match=r"state_precision must be one of \('fp32', 'bf16', 'int8'\), got 'fp8'"):
+        cls(w, state_precision="fp8")
+    with pytest.raises(ValueError, match="state_seed must be an integer in"):
+        cls(w, state_precision="bf16", state_seed=-1)
+    with pytest.raises(ValueError, match=r"state_block_size must be .* a multiple of 64"):
+        cls(w, state_precision="int8", state_block_size=100)
+    with pytest.raises(ValueError, match="cannot be combined with averaging=True"):
+        cls(w, state_precision="int8", averaging=True)
+    with pytest.raises(ValueError, match="differentiable=True"):
+        cls(w, state_precision="bf16", differentiable=True)
+    if name != "adamax":
+        with pytest.raises(ValueError, match="cannot be combined with amsgrad=True"):
+            cls(w, state_precision="bf16", amsgrad=True)
+
+
+def test_state_format() -> None:
+    big = torch.nn.Parameter(torch.randn(BIG))
+    square = torch.nn.Parameter(torch.randn(70, 70))
+    small = torch.nn.Parameter(torch.randn(4095))  # one short of MIN_QUANTISED_NUMEL: fp32 state
+    double = torch.nn.Parameter(torch.randn(BIG, dtype=torch.float64))
+    opt = adamlab.Adam([big, square, small, double], state_precision="int8", impl="reference")
+    for p in (big, square, small, double):
+        p.grad = torch.randn_like(p)
+    opt.step()
+    s = opt.state[big]
+    assert s["exp_avg"].dtype == torch.int8 and s["exp_avg"].shape == big.shape
+    assert s["exp_avg_sq"].dtype == torch.uint8 and s["exp_avg_absmax"].shape == (-(-BIG // 256),)
+    assert s["exp_avg_sq_absmax"].dtype == torch.float32 and s["state_block_size"] == 256
+    assert s["state_seed"] == Q.tensor_seed(0, 0) and opt.state[square]["state_seed"] == Q.tensor_seed(0, 1)
+    assert opt.state[square]["exp_avg"].shape == (70, 70)
+    assert opt.state[small]["exp_avg"].dtype == torch.float32 and "state_seed" not in opt.state[small]
+    assert opt.state[double]["exp_avg"].dtype == torch.float64
+    opt = adamlab.AdaMax([big], state_precision="bf16", state_seed=7)
+    big.grad = torch.randn_like(big)
+    opt.step()
+    s = opt.state[big]
+    assert s["exp_avg"].dtype == s["exp_inf"].dtype == torch.bfloat16 and s["state_seed"] == Q.tensor_seed(7, 0)
+
+
+# ---------------------------------------------------------------------- the reference step vs the oracle
+
+CASES = [
+    ("adam", {}),
+    ("adam", {"weight_decay": 0.1, "maximize": True}),
+    ("adam", {"eps_mode": "hat", "lr_decay": "sqrt", "beta1_decay": 0.99}),
+    ("adam", {"eps": 0.0, "bias_correction": False}),
+    ("adamw", {"weight_decay": 0.05}),
+    ("adamax", {}),
+    ("adamax", {"weight_decay": 0.01, "eps": 1e-8}),
+]
+
+
+def _run_both(name: str, options: dict, precision: str, impl: str, steps: int = 12) -> None:
+    rng = np.random.default_rng(5)
+    theta = rng.standard_normal(BIG).astype(np.float32)
+    p = torch.nn.Parameter(torch.tensor(theta))
+    opt = OPTIMIZERS[name]([p], lr=1e-2, state_precision=precision, state_seed=11, impl=impl, **options)
+    hp = opt._hyperparameters(0, opt.param_groups[0])
+    state = Q.init_state(theta, precision, algorithm=hp.algorithm, seed=Q.tensor_seed(11, 0))
+    for t in range(steps):
+        g = (rng.standard_normal(BIG) * np.exp(rng.uniform(-6, 2, BIG))).astype(np.float32)
+        if t < 3:
+            g[200:900] = 0.0  # coordinates with no gradient yet (v = 0: the ε = 0 case)
+        if t == 6:
+            g[[5, 4999]] = [np.nan, np.inf]
+        theta, state, bad = Q.adam_step_quantised(theta, g, state, hp, precision)
+        p.grad = torch.tensor(g)
+        if bad:
+            with pytest.raises(FloatingPointError, match=r"parameter 0 of param group 0 \(2 entries\)"):
+                opt.step()
+        else:
+            opt.step()
+        assert np.array_equal(_bits(p), _bits(theta)), f"θ differs at step {t + 1}"
+    s = opt.state[p]
+    second = "exp_inf" if name == "adamax" else "exp_avg_sq"
+    for key in ("exp_avg", second) + (("exp_avg_absmax", second + "_absmax") if precision == "int8" else ()):
+        assert np.array_equal(_bits(s[key]), _bits(state[key])), key
+    assert float(s["step"]) == steps
+
+
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+@pytest.mark.parametrize(("name", "options"), CASES)
+def test_reference_equals_numpy_oracle_bit_for_bit(name: str, options: dict, precision: str) -> None:
+    _run_both(name, options, precision, "reference")
+
+
+@pytest.mark.parametrize("impl", ["auto", "foreach"])
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+def test_other_impls_equal_the_oracle(impl: str, precision: str) -> None:
+    """auto (the fused quantised kernel where built, else the reference) and foreach (the reference)."""
+    _run_both("adam", {"weight_decay": 0.01}, precision, impl, steps=6)
+
+
+def test_torch_sqrt_is_not_trusted() -> None:
+    """The reference path takes float32 roots through float64 (TQ._sqrt), which is correctly rounded: equal
+    to NumPy's float32 sqrt (IEEE sqrtf) everywhere."""
+    x = torch.rand(100_000) * 10 ** torch.randint(-20, 20, (100_000,)).float()
+    assert np.array_equal(TQ._sqrt(x).numpy(), np.sqrt(x.numpy()))
+
+
+@pytest.mark.parametrize("name", ["adam", "adamax"])
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+def test_fused_kernel_equals_reference(name: str, precision: str) -> None:
+    """Q-k's kernel (adamlab.kernels.quantized) against the torch reference, bit for bit, several tensors in
+    one call (one of them with a non-finite gradient)."""
+    if functional.quantised_kernel() is None:
+        pytest.skip("adamlab.kernels.quantized is not there or its kernel is not built")
+    torch.manual_seed(1)
+    params = [torch.randn(n) for n in (BIG, 4096, 70_000)]
+    twins = [p.clone() for p in params]
+    opt_options = dict(lr=1e-2, weight_decay=0.01, state_precision=precision)
+    hp = (adamlab.AdaMax if name == "adamax" else adamlab.Adam)([torch.zeros(1)], **opt_options).param_groups[0]
+    hp = OPTIMIZERS[name].hyperparameters.from_group(hp)
+    states = [functional.init_state(p, hp, i) for i, p in enumerate(params)]
+    twin_states = copy.deepcopy(states)
+    run = functional.adamax if name == "adamax" else functional.adam
+    for t in range(8):
+        grads = [torch.randn_like(p) * 10 ** torch.empty_like(p).uniform_(-5, 1) for p in params]
+        if t == 4:
+            grads[1][17] = float("nan")
+        fused = run(params, grads, states, hp, impl="fused")
+        ref = run(twins, [g.clone() for g in grads], twin_states, hp, impl="reference")
+        assert list(fused) == list(ref)
+        for a, b in zip(params, twins):
+            assert torch.equal(a, b)
+    for s, r in zip(states, twin_states):
+        for key, value in s.items():
+            if torch.is_tensor(value) and key != "step":
+                assert np.array_equal(_bits(value), _bits(r[key])), key
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def _train(opt: torch.optim.Optimizer, params: list[torch.Tensor], steps: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen) * (p.detach() + 1)
+        opt.step()
+
+
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+@pytest.mark.parametrize("name", ["adam", "adamax"])
+def test_resume_is_bit_identical(name: str, precision: str) -> None:
+    cls = OPTIMIZERS[name]
+    make = lambda: [torch.nn.Parameter(torch.linspace(-1, 1, BIG)), torch.nn.Parameter(torch.ones(10))]  # noqa: E731
+    a = make()
+    opt_a = cls(a, lr=1e-2, state_precision=precision)
+    _train(opt_a, a, 5, 0)
+    sd = copy.deepcopy(opt_a.state_dict())
+    saved = [p.detach().clone() for p in a]
+    s = sd["state"][0]
+    assert s["exp_avg"].dtype == (torch.int8 if precision == "int8" else torch.bfloat16)
+    assert ("exp_avg_absmax" in s) == (precision == "int8") and s["state_block_size"] == 256
+    _train(opt_a, a, 5, 1)
+    b = [torch.nn.Parameter(x) for x in saved]
+    opt_b = cls(b, lr=1e-2, state_precision=precision)
+    opt_b.load_state_dict(sd)
+    assert opt_b.state[b[0]]["exp_avg"].dtype == s["exp_avg"].dtype
+    _train(opt_b, b, 5, 1)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+def test_load_converts_between_formats(precision: str) -> None:
+    p = torch.nn.Parameter(torch.linspace(-1, 1, BIG))
+    opt = adamlab.Adam([p], lr=1e-2, state_precision=precision)
+    _train(opt, [p], 3, 0)
+    m, v = TQ.moments(opt.state[p])
+    # quantised → fp32 adamlab: dequantised
+    fp32 = adamlab.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
+    fp32.load_state_dict(opt.state_dict())
+    s = next(iter(fp32.state.values()))
+    assert s["exp_avg"].dtype == torch.float32 and torch.equal(s["exp_avg"], m) and torch.equal(s["exp_avg_sq"], v)
+    assert "state_seed" not in s and "exp_avg_absmax" not in s
+    # fp32 → quantised: quantised (int8: exactly the encode of the fp32 moments)
+    back = adamlab.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2, state_precision="int8")
+    back.load_state_dict(fp32.state_dict())
+    s = next(iter(back.state.values()))
+    q, scale = TQ.encode_int8(m, 256, True)
+    assert s["exp_avg"].dtype == torch.int8 and torch.equal(s["exp_avg"], q) and torch.equal(s["exp_avg_absmax"], scale)
+    # another block size: re-quantised
+    other = adamlab.Adam([torch.nn.Parameter(p.detach().clone())], state_precision="int8", state_block_size=64)
+    other.load_state_dict(back.state_dict())
+    assert next(iter(other.state.values()))["exp_avg_absmax"].numel() == -(-BIG // 64)
+
+
+@pytest.mark.parametrize("precision", Q.QUANTISED)
+def test_torch_adam_loads_the_dequantised_state_dict(precision: str) -> None:
+    p = torch.nn.Parameter(torch.linspace(-1, 1, BIG))
+    opt = adamlab.Adam([p], lr=1e-2, state_precision=precision)
+    _train(opt, [p], 3, 0)
+    m, v = TQ.moments(opt.state[p])
+    for sd in (adamlab.optim.dequantised_state_dict(opt.state_dict()), opt.state_dict(state_precision="fp32")):
+        q = torch.nn.Parameter(p.detach().clone())
+        torch_opt = torch.optim.Adam([q], lr=1e-2)
+        torch_opt.load_state_dict(copy.deepcopy(sd))
+        s = torch_opt.state[q]
+        assert (
+            torch.equal(s["exp_avg"], m)
+            and torch.equal(s["exp_avg_sq"], v)
+            and set(s) == {"step", *"exp_avg exp_avg_sq".split()}
+        )
+        twin = torch.nn.Parameter(p.detach().clone())  # an fp32 adamlab.Adam loading the same state
+        adam = adamlab.Adam([twin], lr=1e-2)
+        adam.load_state_dict(copy.deepcopy(sd))
+        q.grad, twin.grad = torch.ones_like(q), torch.ones_like(q)
+        torch_opt.step()  # and both take the same step from it
+        adam.step()
+        torch.testing.assert_close(q, twin, rtol=0, atol=1e-6)
+        assert not torch.equal(q, p)
+    with pytest.raises(ValueError, match="state_precision must be one of"):
+        opt.state_dict(state_precision="int8")
+
+
+def test_diagnostics_see_dequantised_moments() -> None:
+    p = torch.nn.Parameter(torch.linspace(-1, 1, BIG))
+    twin = torch.nn.Parameter(p.detach().clone())
+    opt = adamlab.Adam([p], lr=1e-2, state_precision="bf16")
+    ref = adamlab.Adam([twin], lr=1e-2)
+    _train(opt, [p], 5, 0)
+    _train(ref, [twin], 5, 0)
+    d, r = opt.diagnostics(), ref.diagnostics()
+    assert d["step_over_lr"]["count"] == BIG
+    assert d["step_over_lr"]["q50"] == pytest.approx(r["step_over_lr"]["q50"], rel=0.05)
