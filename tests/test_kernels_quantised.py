@@ -183,6 +183,40 @@ def test_threads_give_the_same_bits(precision: str) -> None:
     assert_same(two, os_, "2 threads")
 
 
+def tie_gradients(block: int) -> torch.Tensor:
+    """Gradients whose m and v codes land within a few ulps of the codes' rounding ties: |g|/G near
+    ((k + ½)/127)² (m = c1·g, code rint(127·√(|m|/s))) and ((k + ½)/255)² (v = c2·g², code rint(255·√√(v/s))),
+    each block led by G = 1 (its scale)."""
+    ties = [((k + 0.5) / 127) ** 2 for k in range(127)] + [((k + 0.5) / 255) ** 2 for k in range(255)]
+    base = torch.tensor(ties, dtype=torch.float32)
+    steps = torch.arange(-6, 7, dtype=torch.float32) * 2.0**-23
+    values = (base[:, None] * (1 + steps[None, :])).reshape(-1)
+    values = values * torch.where(torch.arange(values.numel()) % 2 == 0, 1.0, -1.0)  # both signs of m
+    per_block = block - 1
+    blocks = -(-values.numel() // per_block)
+    g = torch.zeros(blocks, block)
+    g[:, 0] = 1.0
+    padded = torch.zeros(blocks * per_block)
+    padded[: values.numel()] = values
+    g[:, 1:] = padded.reshape(blocks, per_block)
+    return g.reshape(-1)
+
+
+@pytest.mark.parametrize("adamax", [False, True])
+@pytest.mark.parametrize("isa", isa_params())
+def test_codes_at_rounding_ties(adamax: bool, isa: str) -> None:
+    """The codes where the roots land next to a half-integer (where an estimated root would round the
+    wrong way): the oracle's bits, on the first step (from zero state) and the second."""
+    hp = AdaMaxHyperparameters(lr=1e-3) if adamax else AdamHyperparameters(lr=1e-3)
+    g = tie_gradients(256)
+    ks = KernelState("int8", [g.numel()], adamax, 256, seed=7)
+    os_ = OracleState(ks)
+    with build.using_isa(isa):
+        for t in (1, 2):
+            assert ks.step([g], hp, threads=1) == os_.step([g], hp)
+            assert_same(ks, os_, f"ties, {isa}, step {t}")
+
+
 def test_adamax_zero_denominator_does_not_move_theta() -> None:
     """AdaMax's default ε = 0 with a coordinate that never had a gradient: u = 0, and the step is 0 (not 0/0);
     its θ stays exactly as it was."""

@@ -185,9 +185,10 @@ typedef int64_t (*bf_loop_f)(int64_t n, int64_t i0, float *restrict p, const flo
         return bad;                                                                             \
     }
 
-#define Q_LOOPS_GENERIC(ISA, ATTR)                                                                \
+#define Q8_BLOCKS_GENERIC(ISA, ATTR)                                                              \
     Q8_BLOCK_GENERIC(ISA, ATTR, 0, 0) Q8_BLOCK_GENERIC(ISA, ATTR, 0, 1) Q8_BLOCK_GENERIC(ISA, ATTR, 0, 2) \
-    Q8_BLOCK_GENERIC(ISA, ATTR, 1, 0) Q8_BLOCK_GENERIC(ISA, ATTR, 1, 1) Q8_BLOCK_GENERIC(ISA, ATTR, 1, 2) \
+    Q8_BLOCK_GENERIC(ISA, ATTR, 1, 0) Q8_BLOCK_GENERIC(ISA, ATTR, 1, 1) Q8_BLOCK_GENERIC(ISA, ATTR, 1, 2)
+#define BF_LOOPS_GENERIC(ISA, ATTR)                                                               \
     BF_LOOP_GENERIC(ISA, ATTR, 0, 0) BF_LOOP_GENERIC(ISA, ATTR, 0, 1) BF_LOOP_GENERIC(ISA, ATTR, 0, 2)    \
     BF_LOOP_GENERIC(ISA, ATTR, 1, 0) BF_LOOP_GENERIC(ISA, ATTR, 1, 1) BF_LOOP_GENERIC(ISA, ATTR, 1, 2)
 #define Q_TABLE_GENERIC(ISA)                                                                      \
@@ -200,17 +201,161 @@ typedef struct {
     bf_loop_f bf[2][3];
 } q_isa_loops_t;
 
-Q_LOOPS_GENERIC(scalar, TARGET_SCALAR)
+Q8_BLOCKS_GENERIC(scalar, TARGET_SCALAR)
+BF_LOOPS_GENERIC(scalar, TARGET_SCALAR)
 #ifdef ADAMLAB_X86
-Q_LOOPS_GENERIC(avx2, TARGET_AVX2)
-Q_LOOPS_GENERIC(avx512, TARGET_AVX512)
+Q8_BLOCKS_GENERIC(avx2, TARGET_AVX2)
+BF_LOOPS_GENERIC(avx2, TARGET_AVX2)
+BF_LOOPS_GENERIC(avx512, TARGET_AVX512) /* its int8 blocks: Q8_BLOCK_AVX512 below */
+#endif
+
+#ifdef ADAMLAB_X86
+/*
+ * int8 blocks with AVX-512, 16 lanes, intrinsics: the same operations as Q8_BLOCK_GENERIC in the same order
+ * (no FMA in anything stored), but the codes are found without the divider. A code q(r) = rint(c·√r) (or
+ * rint(c·√√r)), clamped, is a non-decreasing function of r, so it is fixed by the thresholds
+ * T[j] = min{r : q(r) ≥ j}, found once (q_init_tables) by bisection over the float bit patterns with the
+ * scalar code function itself, so they are exact by construction. In the loop, x̂ = c·√r is estimated with
+ * rsqrt14 (relative error < 2⁻¹⁴: |x̂ − x| < 0.03 for c ≤ 255, also through the two roots of the
+ * fourth-power map); with k = ⌊x̂⌋ the code is k or k + 1, and it is k + 1 exactly where r ≥ T[k + 1] (one
+ * gather, one compare). A NaN r gives k = 0 and fails the compare (code 0, as q_code's clamp); ∞ is taken
+ * as 2 (any r ≥ 1.02 codes as the maximum). Tail lanes (the last block's end) are masked.
+ */
+#define Q_KIND_M 0 /* 127·√r, m's square map */
+#define Q_KIND_V 1 /* 255·√√r, v's fourth-power map */
+#define Q_KIND_U 2 /* 255·√r, AdaMax's u */
+static float q_thresholds[3][257];
+
+static int32_t q_code_of(float r, int kind) {
+    if (kind == Q_KIND_M) return q_code(127.0f * sqrtf(r), 127.0f);
+    return q_code(255.0f * (kind == Q_KIND_V ? sqrtf(sqrtf(r)) : sqrtf(r)), 255.0f);
+}
+
+__attribute__((constructor)) static void q_init_tables(void) {
+    for (int kind = 0; kind < 3; ++kind) {
+        const int top = kind == Q_KIND_M ? 127 : 255;
+        float *T = q_thresholds[kind];
+        T[0] = 0.0f;
+        for (int j = 1; j <= top; ++j) { /* the smallest non-negative float r with q(r) ≥ j */
+            uint32_t lo = 0, hi = 0x7f800000u; /* q(lo) < j ≤ q(hi = ∞) */
+            while (hi - lo > 1) {
+                const uint32_t mid = lo + (hi - lo) / 2;
+                if (q_code_of(q_float(mid), kind) >= j) hi = mid;
+                else lo = mid;
+            }
+            T[j] = q_float(hi);
+        }
+        for (int j = top + 1; j < 257; ++j) T[j] = q_float(0x7f800000u); /* never reached: ∞ */
+    }
+}
+
+/* 16 bytes from src, of which n (if < 16) are read and the rest zero (AVX-512 F only: no byte masks). */
+TARGET_AVX512 static inline __m128i q_load16(const void *src, int64_t n) {
+    if (n >= 16) return _mm_loadu_si128((const __m128i *)src);
+    __m128i x = _mm_setzero_si128();
+    memcpy(&x, src, (size_t)n);
+    return x;
+}
+
+/* The codes of r (≥ 0, or NaN/∞) under map `kind`, for 16 lanes. */
+TARGET_AVX512 static inline __m512i q_codes_avx512(__m512 r, int kind) {
+    r = _mm512_min_ps(_mm512_set1_ps(2.0f), r); /* ∞ → 2; NaN stays NaN (minps returns its second operand) */
+    __m512 y = _mm512_mul_ps(r, _mm512_rsqrt14_ps(r));
+    if (kind == Q_KIND_V) y = _mm512_mul_ps(y, _mm512_rsqrt14_ps(y));
+    const __m512 x = _mm512_mul_ps(_mm512_set1_ps(kind == Q_KIND_M ? 127.0f : 255.0f), y);
+    __m512i k = _mm512_cvttps_epi32(x); /* ⌊x̂⌋ (x̂ ≥ 0); NaN → INT_MIN */
+    k = _mm512_min_epi32(_mm512_max_epi32(k, _mm512_setzero_si512()), _mm512_set1_epi32(kind == Q_KIND_M ? 127 : 255));
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512 t = _mm512_i32gather_ps(_mm512_add_epi32(k, one), q_thresholds[kind], 4);
+    return _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(r, t, _CMP_GE_OQ), k, one);
+}
+
+#define Q8_BLOCK_AVX512(ADAMAX, WD)                                                               \
+    TARGET_AVX512 static int64_t q8_avx512_##ADAMAX##_##WD(                                     \
+        int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
+        uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
+        float *restrict tv, const qscalars_t *c) {                                              \
+        const __m512 s_m = _mm512_set1_ps(*sm), s_v = _mm512_set1_ps(*sv);                     \
+        const __m512 k127 = _mm512_set1_ps(1.0f / 127.0f), k255 = _mm512_set1_ps(1.0f / 255.0f); \
+        const __m512 b1 = _mm512_set1_ps(c->b1), c1 = _mm512_set1_ps(c->c1);                    \
+        const __m512 b2 = _mm512_set1_ps(c->b2), c2 = _mm512_set1_ps(c->c2);                    \
+        const __m512 nstep = _mm512_set1_ps(c->nstep), dmul = _mm512_set1_ps(c->dmul);          \
+        const __m512 eps = _mm512_set1_ps(c->eps), l2 = _mm512_set1_ps(c->l2);                  \
+        const __m512 decay = _mm512_set1_ps(c->decay), sign = _mm512_set1_ps(c->sign);          \
+        const __m512 zero = _mm512_setzero_ps(), signbit = _mm512_set1_ps(-0.0f);               \
+        const __m512i absmask = _mm512_set1_epi32(0x7fffffff);                                  \
+        __m512i max_m = _mm512_setzero_si512(), max_v = _mm512_setzero_si512();                 \
+        int64_t bad = 0;                                                                        \
+        (void)c2; (void)l2; (void)decay;                                                        \
+        for (int64_t i = 0; i < nb; i += 16) {                                                  \
+            const __mmask16 k =                                                                 \
+                nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
+            const __m512i qi = _mm512_cvtepi8_epi32(q_load16(qm + i, nb - i));            \
+            const __m512 am = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_abs_epi32(qi)), k127);    \
+            const __m512 mag = _mm512_mul_ps(_mm512_mul_ps(am, am), s_m);                       \
+            const __mmask16 neg = _mm512_cmplt_epi32_mask(qi, _mm512_setzero_si512());          \
+            const __m512 mt = _mm512_mask_xor_ps(mag, neg, mag, signbit);                       \
+            const __m512 av =                                                                   \
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q_load16(qv + i, nb - i))), k255); \
+            const __m512 bv = _mm512_mul_ps(av, av);                                            \
+            const __m512 vt = ADAMAX ? _mm512_mul_ps(bv, s_v) : _mm512_mul_ps(_mm512_mul_ps(bv, bv), s_v); \
+            const __m512 gi = _mm512_maskz_loadu_ps(k, g + i), pi = _mm512_maskz_loadu_ps(k, p + i); \
+            const __mmask16 ok = k & (__mmask16)~_mm512_fpclass_ps_mask(gi, 0x99);              \
+            bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                          \
+            __m512 ge = _mm512_mul_ps(gi, sign);                                                \
+            if (WD == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(l2, pi));                         \
+            const __m512 pd = WD == 2 ? _mm512_mul_ps(pi, decay) : pi;                          \
+            const __m512 mn = _mm512_add_ps(_mm512_mul_ps(b1, mt), _mm512_mul_ps(c1, ge));      \
+            __m512 vn, den;                                                                     \
+            if (ADAMAX) {                                                                       \
+                vn = _mm512_max_ps(_mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));                   \
+                den = _mm512_add_ps(_mm512_mul_ps(vn, dmul), eps);                              \
+            } else {                                                                            \
+                vn = _mm512_add_ps(_mm512_mul_ps(b2, vt), _mm512_mul_ps(_mm512_mul_ps(c2, ge), ge)); \
+                den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vn), dmul), eps);              \
+            }                                                                                   \
+            const __m512 step = _mm512_div_ps(_mm512_mul_ps(nstep, mn), den);                   \
+            const __mmask16 pos = _mm512_cmp_ps_mask(den, zero, _CMP_GT_OQ);                    \
+            _mm512_mask_storeu_ps(p + i, ok, _mm512_add_ps(pd, _mm512_maskz_mov_ps(pos, step))); \
+            const __m512 mf = _mm512_mask_blend_ps(ok, mt, mn), vf = _mm512_mask_blend_ps(ok, vt, vn); \
+            _mm512_storeu_ps(tm + i, mf); /* the buffers hold whole vectors: B is a multiple of 64 */ \
+            _mm512_storeu_ps(tv + i, vf);                                                       \
+            max_m = _mm512_mask_max_epu32(max_m, k, max_m, _mm512_and_si512(_mm512_castps_si512(mf), absmask)); \
+            max_v = _mm512_mask_max_epu32(max_v, k, max_v, _mm512_and_si512(_mm512_castps_si512(vf), absmask)); \
+        }                                                                                       \
+        const uint32_t bm = _mm512_reduce_max_epu32(max_m), bvv = _mm512_reduce_max_epu32(max_v); \
+        const float nm = q_float(bm), nv = q_float(bvv);                                        \
+        *sm = nm;                                                                               \
+        *sv = nv;                                                                               \
+        const __m512 im = _mm512_set1_ps(bm ? 1.0f / nm : 0.0f), iv = _mm512_set1_ps(bvv ? 1.0f / nv : 0.0f); \
+        for (int64_t i = 0; i < nb; i += 16) {                                                  \
+            const __mmask16 k =                                                                 \
+                nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
+            const __m512 mf = _mm512_loadu_ps(tm + i);                                           \
+            const __m512 rm = _mm512_mul_ps(_mm512_abs_ps(mf), im);                             \
+            __m512i q = q_codes_avx512(rm, Q_KIND_M);                                         \
+            const __mmask16 neg = _mm512_cmp_ps_mask(mf, zero, _CMP_LT_OQ);                     \
+            q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);                       \
+            _mm512_mask_cvtepi32_storeu_epi8(qm + i, k, q);                                     \
+            const __m512 rv = _mm512_mul_ps(_mm512_loadu_ps(tv + i), iv);                        \
+            _mm512_mask_cvtepi32_storeu_epi8(qv + i, k, q_codes_avx512(rv, ADAMAX ? Q_KIND_U : Q_KIND_V));   \
+        }                                                                                       \
+        return bad;                                                                             \
+    }
+Q8_BLOCK_AVX512(0, 0)
+Q8_BLOCK_AVX512(0, 1)
+Q8_BLOCK_AVX512(0, 2)
+Q8_BLOCK_AVX512(1, 0)
+Q8_BLOCK_AVX512(1, 1)
+Q8_BLOCK_AVX512(1, 2)
 #endif
 
 static const q_isa_loops_t Q_ISA_LOOPS[ISA_COUNT] = {
     [ISA_SCALAR] = Q_TABLE_GENERIC(scalar),
 #ifdef ADAMLAB_X86
     [ISA_AVX2] = Q_TABLE_GENERIC(avx2),
-    [ISA_AVX512] = Q_TABLE_GENERIC(avx512),
+    [ISA_AVX512] = {{{q8_avx512_0_0, q8_avx512_0_1, q8_avx512_0_2}, {q8_avx512_1_0, q8_avx512_1_1, q8_avx512_1_2}},
+                    {{bfs_avx512_0_0, bfs_avx512_0_1, bfs_avx512_0_2}, {bfs_avx512_1_0, bfs_avx512_1_1, bfs_avx512_1_2}}},
 #endif
 };
 
