@@ -138,6 +138,12 @@ def _theory_spec(*, quick: bool, seed: int, seeds: int | None = None) -> Experim
     return build_spec(quick=quick, seed=seed, seeds=seeds)
 
 
+def _state_precision_spec(*, quick: bool, seed: int, seeds: int | None = None) -> ExperimentSpec:
+    from adamlab.lab.experiments.state_precision import build_spec
+
+    return build_spec(quick=quick, seed=seed, seeds=seeds)
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "fig1": spec_experiment(
         "fig1",
@@ -169,6 +175,11 @@ EXPERIMENTS: dict[str, Experiment] = {
             _fig3_spec,
         ),
         report=_fig3_report,
+    ),
+    "state_precision": spec_experiment(
+        "state_precision",
+        "Issue 16: Adam with fp32, bf16 and int8 state on Figures 1 and 2a's MNIST models",
+        _state_precision_spec,
     ),
     "theory": spec_experiment(
         "theory",

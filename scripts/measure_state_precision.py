@@ -1,0 +1,100 @@
+"""How far bf16 and int8 optimizer state (issue 16) move a trajectory from fp32 Adam, and the int8 choices.
+
+Trains a small MLP (784-64-10, tanh) on the first 2,000 MNIST training rows ($ADAMLAB_DATA) with minibatches
+of 100 for 1,000 steps of adamlab.Adam (α = 1e-3), from the same initial weights and batch order, once per
+state format, and prints per run: the final training cost over the 2,000 rows, its relative gap to fp32's,
+and ‖θ − θ_fp32‖/‖θ_fp32 − θ_0‖. The int8 rows vary the block size (64/256/1024) and, for v, the map: the
+fourth-power map (= the square map of √v, the default) against the square map of v itself.
+
+    python scripts/measure_state_precision.py [--seeds 3] [--steps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import torch
+
+import adamlab
+from adamlab.data import load_mnist
+from adamlab.optim import quantised as TQ
+
+RUNS = [
+    ("fp32", {}),
+    ("bf16", {"state_precision": "bf16"}),
+    ("int8 B=64", {"state_precision": "int8", "state_block_size": 64}),
+    ("int8 B=256", {"state_precision": "int8"}),
+    ("int8 B=1024", {"state_precision": "int8", "state_block_size": 1024}),
+    ("int8 B=256, v by the square map", {"state_precision": "int8", "v_square_map": True}),
+]
+
+
+def _square_map_for_v() -> tuple:
+    """Patch the torch reference so v is stored by the square map of v (not of √v); returns the originals."""
+    enc, dec = TQ.encode_int8, TQ.decode_int8
+    TQ.encode_int8 = lambda x, block, signed, fourth_root=False: enc(x, block, signed, False)  # type: ignore[assignment]
+    TQ.decode_int8 = lambda q, s, block, signed, fourth_root=False: dec(q, s, block, signed, False)  # type: ignore[assignment]
+    return enc, dec
+
+
+def run(seed: int, steps: int) -> list[tuple[str, float, float, float]]:
+    X, y = load_mnist("train", root=os.environ.get("ADAMLAB_DATA"), download=False)
+    X, y = torch.from_numpy(X[:2000]), torch.from_numpy(y[:2000])
+    torch.manual_seed(seed)
+    model0 = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model0.parameters()])
+    order = torch.randperm(2000 * (steps // 20 + 1), generator=torch.Generator().manual_seed(seed)) % 2000
+    rows = []
+    ref = None
+    for name, options in RUNS:
+        options = dict(options)
+        patched = _square_map_for_v() if options.pop("v_square_map", False) else None
+        try:
+            model = copy.deepcopy(model0)
+            opt = adamlab.Adam(model.parameters(), lr=1e-3, impl="reference", **options)
+            for t in range(steps):
+                idx = order[t * 100 : (t + 1) * 100]
+                loss = torch.nn.functional.cross_entropy(model(X[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        finally:
+            if patched:
+                TQ.encode_int8, TQ.decode_int8 = patched  # type: ignore[assignment]
+        with torch.no_grad():
+            cost = float(torch.nn.functional.cross_entropy(model(X), y))
+        theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        if ref is None:
+            ref = (cost, theta)
+        gap = (cost - ref[0]) / ref[0]
+        dist = float((theta - ref[1]).norm() / (ref[1] - theta0).norm())
+        rows.append((name, cost, gap, dist))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1000)
+    args = parser.parse_args()
+    start = time.time()
+    results: dict[str, list[tuple[float, float, float]]] = {}
+    for seed in range(args.seeds):
+        for name, cost, gap, dist in run(seed, args.steps):
+            results.setdefault(name, []).append((cost, gap, dist))
+            print(f"seed {seed}  {name:34s} cost {cost:.5f}  gap {100 * gap:+.3f} %  distance {dist:.4f}", flush=True)
+    print(f"\n{'state':34s} {'mean cost':>10s} {'mean gap':>10s} {'max |gap|':>10s} {'mean dist':>10s}")
+    for name, rs in results.items():
+        n = len(rs)
+        print(
+            f"{name:34s} {sum(r[0] for r in rs) / n:10.5f} {100 * sum(r[1] for r in rs) / n:+9.3f}% "
+            f"{100 * max(abs(r[1]) for r in rs):9.3f}% {sum(r[2] for r in rs) / n:10.4f}"
+        )
+    print(f"({args.seeds} seeds, {args.steps} steps, {time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
