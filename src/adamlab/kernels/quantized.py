@@ -26,6 +26,8 @@ Memory moved per parameter and step: 16 bytes for int8 (read θ, g, m, v: 4 + 4 
 
 from __future__ import annotations
 
+import itertools
+import operator
 from array import array
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +49,7 @@ STATE_BYTES = {"fp32": 8, "bf16": 4, "int8": 2}
 MOVED_BYTES = {"fp32": 28, "bf16": 20, "int8": 16}
 
 _MASK32 = 0xFFFFFFFF
+_IS_CPU = operator.attrgetter("is_cpu")
 
 
 def available() -> bool:
@@ -62,9 +65,24 @@ def _address(a: array) -> int:
     return a.buffer_info()[0]
 
 
-def _check_tensors(name: str, tensors: Sequence[torch.Tensor], dtype: torch.dtype, sizes: Sequence[int]) -> None:
+def _check_tensors(name: str, tensors: Sequence[torch.Tensor], dtype: torch.dtype, sizes: array) -> None:
+    """ValueError naming ``name`` unless ``tensors`` are contiguous CPU tensors of ``dtype`` and of ``sizes``.
+    The common case runs its loops in C (``map``): this is called on every step, for every tensor."""
     if len(tensors) != len(sizes):
         raise ValueError(f"{name}: {len(tensors)} tensors for {len(sizes)} parameters")
+    try:
+        fine = (
+            all(map(isinstance, tensors, itertools.repeat(torch.Tensor)))
+            and {t.dtype for t in tensors} <= {dtype}
+            and all(map(_IS_CPU, tensors))
+            and {t.layout for t in tensors} <= {torch.strided}
+            and all(map(torch.Tensor.is_contiguous, tensors))
+            and array("q", map(torch.Tensor.numel, tensors)) == sizes
+        )
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        fine = False
+    if fine:
+        return
     for t, n in zip(tensors, sizes):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name}: tensors expected, got {type(t).__name__}")
@@ -121,7 +139,7 @@ def adam_step_quantised(
         raise ValueError(f"threads: a positive int or None expected, got {threads!r}")
     if not params:
         return []
-    sizes = [p.numel() if isinstance(p, torch.Tensor) else -1 for p in params]
+    sizes = array("q", [p.numel() if isinstance(p, torch.Tensor) else -1 for p in params])
     _check_tensors("params", params, torch.float32, sizes)
     _check_tensors("grads", grads, torch.float32, sizes)
     first, second = STATE_DTYPES[precision]
@@ -134,7 +152,7 @@ def adam_step_quantised(
         raise ValueError("steps: one float32 one-element CPU tensor per parameter expected")
     n = len(params)
     if precision == "int8":
-        blocks = [-(-size // block) for size in sizes]
+        blocks = array("q", [-(-size // block) for size in sizes])
         if scales_m is None or scales_v is None:
             raise ValueError("scales_m, scales_v: the float32 absmax tensors are needed for int8")
         _check_tensors("scales_m", scales_m, torch.float32, blocks)
@@ -148,7 +166,7 @@ def adam_step_quantised(
             raise ValueError("seeds: ints expected")
         seed_array = array("q", [int(s) & _MASK32 for s in seeds])
         scale_m_ptrs = scale_v_ptrs = array("Q", bytes(8 * n))
-    numel = array("q", sizes)
+    numel = sizes
     nonfinite = array("q", bytes(8 * n))
     pointers = [_pointers(ts) for ts in (params, grads, exp_avgs, exp_avg_sqs)]
     step_ptrs = _pointers(steps)
