@@ -100,8 +100,8 @@ def test_a_resumed_run_gives_the_numbers_of_an_uninterrupted_one(tmp_path, spars
         if len(calls) == 6:  # in the second run, after its 2nd epoch
             raise _Stop
 
-    with pytest.raises(_Stop):
-        run_spec(spec, tmp_path / "cut", progress=False, on_epoch=interrupt)
+    with pytest.raises(_Stop):  # a checkpoint after every epoch
+        run_spec(spec, tmp_path / "cut", progress=False, on_epoch=interrupt, checkpoint_every_s=0)
     assert list((tmp_path / "cut").rglob("*.ckpt.pt")), "the interrupted run left a checkpoint"
     resumed = []
     run_spec(spec, tmp_path / "cut", progress=False, on_epoch=lambda p, e, _: resumed.append((p.parent.name, e)))
@@ -109,6 +109,35 @@ def test_a_resumed_run_gives_the_numbers_of_an_uninterrupted_one(tmp_path, spars
     assert _histories(tmp_path / "cut", spec) == _histories(tmp_path / "whole", spec)
     record = R.read_json(R.run_path(tmp_path / "cut", "p", "adam", {"lr": 0.1}, 0))
     assert record["resumed_at_epoch"] == [2]
+
+
+def test_without_a_checkpoint_yet_an_interrupted_run_starts_again_to_the_same_numbers(tmp_path):
+    """The default checkpoints once a minute: a run stopped sooner (its run file already holds 2 epochs) has no
+    checkpoint; run again, it trains from epoch 1 and ends with the numbers of an uninterrupted run."""
+    spec = tiny_spec(dropout=0.3, epochs=4)
+    run_spec(spec, tmp_path / "whole", progress=False)
+    calls = []
+
+    def interrupt(path, epoch, entry):
+        calls.append(epoch)
+        if len(calls) == 6:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_spec(spec, tmp_path / "cut", progress=False, on_epoch=interrupt)
+    assert not list((tmp_path / "cut").rglob("*.ckpt.pt")), "tiny epochs: no checkpoint within the first minute"
+    cut = R.read_json(R.run_path(tmp_path / "cut", "p", "adam", {"lr": 0.1}, 0))
+    assert len(cut["history"]) == 3 and not cut["complete"]
+    resumed = []
+    run_spec(spec, tmp_path / "cut", progress=False, on_epoch=lambda p, e, _: resumed.append((p.parent.name, e)))
+    assert resumed[:4] == [("adam", 1), ("adam", 2), ("adam", 3), ("adam", 4)]
+    assert _histories(tmp_path / "cut", spec) == _histories(tmp_path / "whole", spec)
+
+
+def test_a_bad_checkpoint_interval_is_refused(tmp_path):
+    for bad in (-1, "60", float("nan"), True):
+        with pytest.raises(ValueError, match="checkpoint_every_s must be a number of seconds >= 0"):
+            run_spec(tiny_spec(epochs=1), tmp_path, progress=False, checkpoint_every_s=bad)
 
 
 def test_a_complete_run_is_not_trained_again(tmp_path):

@@ -169,7 +169,7 @@ def test_kill_9_then_resume_gives_the_numbers_of_an_uninterrupted_run(one_proces
         seen.append(epoch)
         if len(seen) == 3 + 3 + 2:
             os.kill(os.getpid(), signal.SIGKILL)
-    run_spec(spec, out, progress=False, on_epoch=kill)
+    run_spec(spec, out, progress=False, on_epoch=kill, checkpoint_every_s=0)  # a checkpoint every epoch
     """
     proc = _process(code, tmp_path)
     assert proc.wait(timeout=600) == -9

@@ -37,9 +37,12 @@ The protocol (the paper's §6, with our choices where it is silent):
   AdaMax) is asked for the distribution over coordinates of |Δ_t|/α_t and of the SNR |m̂|/√v̂ (§2.1); the lab
   never reads optimiser state by hand.
 * **Resume**: a run whose file says ``complete`` is skipped; an unfinished run restarts from its checkpoint
-  (model, optimiser state, both generators' states, saved after every epoch), so a resumed run produces the
-  same numbers as an uninterrupted one. Runs are deterministic for a seed on one machine (same torch build and
-  thread count).
+  (model, optimiser state, both generators' states), so a resumed run produces the same numbers as an
+  uninterrupted one. The run file is written after every epoch; the checkpoint after an epoch once
+  :data:`CHECKPOINT_EVERY_S` (60 s) have passed since the last one, so a kill loses at most about a minute
+  of training per run (the epochs after the checkpoint are trained again, to the same numbers), and the
+  checkpoint's cost stays small against the training (it is 10–20 % of a short epoch otherwise). Runs are
+  deterministic for a seed on one machine (same torch build and thread count).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ from adamlab.lab.spec import ExperimentSpec, OptimizerSpec, PanelSpec, TaskSpec,
 from adamlab.progress import progress as progress_bar
 
 __all__ = [
+    "CHECKPOINT_EVERY_S",
     "OPTIMIZERS",
     "PROBES",
     "STALE_LOCK_S",
@@ -109,6 +113,11 @@ EpochCallback = Callable[[Path, int, dict[str, Any]], None]
 STALE_LOCK_S = 1800.0
 #: How often a process waiting for units trained elsewhere looks again (seconds).
 POLL_S = 1.0
+#: A run's checkpoint is saved after an epoch when at least this many seconds have passed since its last one
+#: (or since the run started or resumed): a kill loses at most about this much training per run, and the
+#: checkpoint's cost (0.07–0.17 s for Figures 2a–4's models, with fsync; far more for SFO's state) stays a
+#: small fraction of the time trained. 0: after every epoch.
+CHECKPOINT_EVERY_S = 60.0
 
 
 def _adamlab_optimizer(name: str) -> Callable[..., torch.optim.Optimizer]:
@@ -306,8 +315,11 @@ def train_run(
     on_epoch: EpochCallback | None = None,
     device: str = "cpu",
     heartbeat: Callable[[], None] | None = None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> dict[str, Any]:
-    """Train one run (resuming from its checkpoint if there is one) and return its record."""
+    """Train one run (resuming from its checkpoint if there is one) and return its record. The run file is
+    written after every epoch; the checkpoint once ``checkpoint_every_s`` seconds have passed since the last
+    one (see :data:`CHECKPOINT_EVERY_S`)."""
     ckpt_file = R.ckpt_path(run_file)
     model = build_model(panel.model, data.n_features, data.n_classes)
     model.load_state_dict(torch.load(init_file, weights_only=True))
@@ -375,6 +387,7 @@ def train_run(
         scale = parallel.local_loss_scale(len(yb), len(index))
         return training_loss(trained, xb, yb, l2, noise, nll_scale=scale, objective=objective)
 
+    last_checkpoint = time.perf_counter()
     for epoch in range(start + 1, panel.epochs + 1):
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=shuffle)
@@ -392,12 +405,14 @@ def train_run(
                 optimizer.step()
         train_seconds = time.perf_counter() - t0  # the training loop alone (minibatches, backward, step)
         entry: dict[str, Any] = {"epoch": epoch, **measure()}
-        entry["seconds"] = time.perf_counter() - t0  # the whole epoch, with the full-set evaluation
-        entry["train_seconds"] = train_seconds
         # Adam's §2.1 diagnostics (|Δ_t|/α_t and |m̂|/√v̂ over coordinates), from the optimizer's own API.
-        entry["diagnostics"] = _diagnostics(optimizer)
+        diagnostics = _diagnostics(optimizer)
+        probes = _probes(panel, model, optimizer, data) if panel.probes else None
+        entry["seconds"] = time.perf_counter() - t0  # the whole epoch: training, evaluation, diagnostics, probes
+        entry["train_seconds"] = train_seconds
+        entry["diagnostics"] = diagnostics
         if panel.probes:
-            entry["probes"] = _probes(panel, model, optimizer, data)
+            entry["probes"] = probes
         if bad_step is not None:
             entry["nonfinite_loss_at_step"] = bad_step
         record["history"].append(entry)
@@ -411,16 +426,19 @@ def train_run(
             ckpt_file.unlink(missing_ok=True)
         else:
             R.write_json(run_file, record)
-            R.save_torch(
-                ckpt_file,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "shuffle_rng": shuffle.get_state(),
-                    "dropout_rng": noise.get_state(),
-                },
-            )
+            if time.perf_counter() - last_checkpoint >= checkpoint_every_s:
+                # A resumed run restarts from here; the run file's later epochs are then trained again.
+                R.save_torch(
+                    ckpt_file,
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "shuffle_rng": shuffle.get_state(),
+                        "dropout_rng": noise.get_state(),
+                    },
+                )
+                last_checkpoint = time.perf_counter()
         if heartbeat is not None:
             heartbeat()
         if on_epoch is not None and write:
@@ -797,6 +815,7 @@ def _execute(
     device: str,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> str:
     """Train (or resume) one unit under its lock. Returns ``"done"``, ``"skipped"`` (already complete) or
     ``"locked"`` (another process is training it)."""
@@ -828,6 +847,7 @@ def _execute(
             on_epoch=on_epoch,
             device=device,
             heartbeat=_touch(run_file),
+            checkpoint_every_s=checkpoint_every_s,
         )
         return "done"
     finally:
@@ -863,17 +883,19 @@ def import_experiment_module(name: str) -> None:
         importlib.import_module(f"adamlab.lab.experiments.{name}")
 
 
-def _worker_init(spec_json: str, out: str, data_dir: Any, device: str, threads: int | None) -> None:
+def _worker_init(
+    spec_json: str, out: str, data_dir: Any, device: str, threads: int | None, checkpoint_every_s: float
+) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     spec = ExperimentSpec.from_json(spec_json)
     import_experiment_module(spec.name)  # a spawned worker starts with empty registries
-    _WORKER.update(spec=spec, out=Path(out), data_dir=data_dir, device=device)
+    _WORKER.update(spec=spec, out=Path(out), data_dir=data_dir, device=device, checkpoint_every_s=checkpoint_every_s)
 
 
 def _worker_run(unit: Unit) -> str:
     w = _WORKER
-    return _execute(w["spec"], unit, w["out"], w["data_dir"], w["device"])
+    return _execute(w["spec"], unit, w["out"], w["data_dir"], w["device"], checkpoint_every_s=w["checkpoint_every_s"])
 
 
 class _Inline:
@@ -902,6 +924,7 @@ def run_spec(
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
     device: str | None = "cpu",
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> Path:
     """Train every unit of ``spec`` not yet complete under ``out_dir`` (in two stages, see the module doc), and
     grid-search each panel.
@@ -912,15 +935,25 @@ def run_spec(
     much slower, and results then do not depend on the machine's core count. ``jobs``: worker processes, one
     unit each (``on_epoch`` is only called with one job). ``shard``: ``(K, N)`` trains the K-th of N slices of
     each stage. ``device``: ``"cpu"``, ``"cuda"``, ``"mps"`` or ``None`` for the best available.
+    ``checkpoint_every_s``: a run's checkpoint is saved once this many seconds have passed since its last
+    (:data:`CHECKPOINT_EVERY_S`; 0: after every epoch).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if (
+        isinstance(checkpoint_every_s, bool)
+        or not isinstance(checkpoint_every_s, (int, float))
+        or not checkpoint_every_s >= 0
+    ):
+        raise ValueError(f"checkpoint_every_s must be a number of seconds >= 0, got {checkpoint_every_s!r}")
     device = resolve_device(device)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_spec(spec, Path(out_dir), data_dir, progress, on_epoch, jobs, shard, device, threads)
+        return _run_spec(
+            spec, Path(out_dir), data_dir, progress, on_epoch, jobs, shard, device, threads, float(checkpoint_every_s)
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -935,6 +968,7 @@ def _run_spec(
     shard: tuple[int, int] | None,
     device: str,
     threads: int | None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _prepare_out(spec, out)
@@ -973,7 +1007,7 @@ def _run_spec(
                 on_epoch(path, epoch, entry)
 
         bar.set_description(f"{spec.name} {unit.label}")
-        return _execute(spec, unit, out, data_dir, device, show_epoch, progress=show)
+        return _execute(spec, unit, out, data_dir, device, show_epoch, show, checkpoint_every_s)
 
     if jobs == 1:
         executor: Any = _Inline(inline)
@@ -984,7 +1018,7 @@ def _run_spec(
             max_workers=jobs,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(spec.to_json(), str(out), data_dir, device, threads),
+            initargs=(spec.to_json(), str(out), data_dir, device, threads, checkpoint_every_s),
         )
     searched: set[str] = set()
     waiting: list[Unit] = []  # units another process was training when this one reached them
