@@ -204,7 +204,6 @@ typedef struct {
 Q8_BLOCKS_GENERIC(scalar, TARGET_SCALAR)
 BF_LOOPS_GENERIC(scalar, TARGET_SCALAR)
 #ifdef ADAMLAB_X86
-Q8_BLOCKS_GENERIC(avx2, TARGET_AVX2)
 BF_LOOPS_GENERIC(avx2, TARGET_AVX2)
 BF_LOOPS_GENERIC(avx512, TARGET_AVX512) /* its int8 blocks: Q8_BLOCK_AVX512 below */
 #endif
@@ -350,10 +349,144 @@ Q8_BLOCK_AVX512(1, 1)
 Q8_BLOCK_AVX512(1, 2)
 #endif
 
+#ifdef ADAMLAB_X86
+/*
+ * int8 blocks with AVX2, 8 lanes: Q8_BLOCK_AVX512's method (the same operations in the same order, the codes
+ * from the thresholds with an rsqrt estimate: rsqrt_ps's relative error < 1.5·2⁻¹²,
+ * |x̂ − x| < 0.15 < ½ through both roots). A tail of fewer than 8 goes through zero-padded copies (a zero
+ * lane changes no maximum and counts as finite).
+ */
+TARGET_AVX2 static inline __m256 q_abs_avx2(__m256 x) {
+    return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+}
+
+/* The codes of 8 values r under map `kind` (see q_codes_avx512). */
+TARGET_AVX2 static inline __m256i q_codes_avx2(__m256 r, int kind) {
+    r = _mm256_min_ps(_mm256_set1_ps(2.0f), r);
+    __m256 y = _mm256_mul_ps(r, _mm256_rsqrt_ps(r));
+    if (kind == Q_KIND_V) y = _mm256_mul_ps(y, _mm256_rsqrt_ps(y));
+    const __m256 x = _mm256_mul_ps(_mm256_set1_ps(kind == Q_KIND_M ? 127.0f : 255.0f), y);
+    __m256i k = _mm256_cvttps_epi32(x);
+    k = _mm256_min_epi32(_mm256_max_epi32(k, _mm256_setzero_si256()), _mm256_set1_epi32(kind == Q_KIND_M ? 127 : 255));
+    const __m256 t = _mm256_i32gather_ps(q_thresholds[kind], _mm256_add_epi32(k, _mm256_set1_epi32(1)), 4);
+    return _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(r, t, _CMP_GE_OQ)));
+}
+
+/* Pass 1 on 8 lanes: dequantise, update (θ stored at P), the m and v to store into TM, TV; their |·| bits
+ * folded into the maxima. */
+__attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
+    int adamax, int wd, float *p, const float *g, const int8_t *qm, const uint8_t *qv, float *tm, float *tv,
+    __m256 s_m, __m256 s_v, const qscalars_t *c, __m256i *max_m, __m256i *max_v) {
+    const __m256 k127 = _mm256_set1_ps(1.0f / 127.0f), k255 = _mm256_set1_ps(1.0f / 255.0f);
+    const __m256i qi = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)qm));
+    const __m256 am = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_abs_epi32(qi)), k127);
+    const __m256 mag = _mm256_mul_ps(_mm256_mul_ps(am, am), s_m);
+    const __m256 neg = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), qi));
+    const __m256 mt = _mm256_xor_ps(mag, _mm256_and_ps(neg, _mm256_set1_ps(-0.0f)));
+    const __m256 av =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qv))), k255);
+    const __m256 bv = _mm256_mul_ps(av, av);
+    const __m256 vt = adamax ? _mm256_mul_ps(bv, s_v) : _mm256_mul_ps(_mm256_mul_ps(bv, bv), s_v);
+    const __m256 gi = _mm256_loadu_ps(g), pi = _mm256_loadu_ps(p), zero = _mm256_setzero_ps();
+    const __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(gi, gi), zero, _CMP_EQ_OQ);
+    __m256 ge = _mm256_mul_ps(gi, _mm256_set1_ps(c->sign));
+    if (wd == 1) ge = _mm256_add_ps(ge, _mm256_mul_ps(_mm256_set1_ps(c->l2), pi));
+    const __m256 pd = wd == 2 ? _mm256_mul_ps(pi, _mm256_set1_ps(c->decay)) : pi;
+    const __m256 mn = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(c->c1), ge));
+    const __m256 b2 = _mm256_set1_ps(c->b2), dmul = _mm256_set1_ps(c->dmul), eps = _mm256_set1_ps(c->eps);
+    __m256 vn, den;
+    if (adamax) {
+        vn = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge));
+        den = _mm256_add_ps(_mm256_mul_ps(vn, dmul), eps);
+    } else {
+        const __m256 c2 = _mm256_set1_ps(c->c2);
+        vn = _mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, ge), ge));
+        den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vn), dmul), eps);
+    }
+    const __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mn), den);
+    const __m256 pu = _mm256_add_ps(pd, _mm256_and_ps(step, _mm256_cmp_ps(den, zero, _CMP_GT_OQ)));
+    _mm256_storeu_ps(p, _mm256_blendv_ps(pi, pu, ok));
+    const __m256 mf = _mm256_blendv_ps(mt, mn, ok), vf = _mm256_blendv_ps(vt, vn, ok);
+    _mm256_storeu_ps(tm, mf);
+    _mm256_storeu_ps(tv, vf);
+    *max_m = _mm256_max_epu32(*max_m, _mm256_castps_si256(q_abs_avx2(mf)));
+    *max_v = _mm256_max_epu32(*max_v, _mm256_castps_si256(q_abs_avx2(vf)));
+    return 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
+}
+
+/* Pass 2 on 8 lanes: the codes of TM, TV (scaled by im, iv) into QM, QV. */
+__attribute__((always_inline)) TARGET_AVX2 static inline void q8_avx2_codes(int adamax, const float *tm,
+                                                                            const float *tv, int8_t *qm,
+                                                                            uint8_t *qv, __m256 im, __m256 iv) {
+    const __m256 mf = _mm256_loadu_ps(tm);
+    __m256i q = q_codes_avx2(_mm256_mul_ps(q_abs_avx2(mf), im), Q_KIND_M);
+    const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(mf, _mm256_setzero_ps(), _CMP_LT_OQ));
+    q = _mm256_sub_epi32(_mm256_xor_si256(q, neg), neg); /* −q where m < 0 */
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)qm, _mm_packs_epi16(w, w));
+    const __m256i u = q_codes_avx2(_mm256_mul_ps(_mm256_loadu_ps(tv), iv), adamax ? Q_KIND_U : Q_KIND_V);
+    const __m128i wu = _mm_packs_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+    _mm_storel_epi64((__m128i *)qv, _mm_packus_epi16(wu, wu));
+}
+
+TARGET_AVX2 static inline uint32_t q_max_avx2(__m256i x) {
+    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+    return (uint32_t)_mm_cvtsi128_si32(m);
+}
+
+#define Q8_BLOCK_AVX2(ADAMAX, WD)                                                                 \
+    TARGET_AVX2 static int64_t q8_avx2_##ADAMAX##_##WD(                                         \
+        int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
+        uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
+        float *restrict tv, const qscalars_t *c) {                                              \
+        const __m256 s_m = _mm256_set1_ps(*sm), s_v = _mm256_set1_ps(*sv);                     \
+        __m256i max_m = _mm256_setzero_si256(), max_v = _mm256_setzero_si256();                 \
+        int64_t bad = 0, i = 0;                                                                 \
+        for (; i + 8 <= nb; i += 8)                                                             \
+            bad += q8_avx2_update(ADAMAX, WD, p + i, g + i, qm + i, qv + i, tm + i, tv + i, s_m, s_v, c, \
+                                  &max_m, &max_v);                                              \
+        if (i < nb) {                                                                           \
+            const size_t r = (size_t)(nb - i);                                                  \
+            float tp[8] = {0}, tg[8] = {0};                                                     \
+            int8_t tq[8] = {0};                                                                 \
+            uint8_t tu[8] = {0};                                                                \
+            memcpy(tp, p + i, r * sizeof(float));                                               \
+            memcpy(tg, g + i, r * sizeof(float));                                               \
+            memcpy(tq, qm + i, r);                                                              \
+            memcpy(tu, qv + i, r);                                                              \
+            bad += q8_avx2_update(ADAMAX, WD, tp, tg, tq, tu, tm + i, tv + i, s_m, s_v, c, &max_m, &max_v); \
+            memcpy(p + i, tp, r * sizeof(float));                                               \
+        }                                                                                       \
+        const uint32_t bm = q_max_avx2(max_m), bvv = q_max_avx2(max_v);                         \
+        const float nm = q_float(bm), nv = q_float(bvv);                                        \
+        *sm = nm;                                                                               \
+        *sv = nv;                                                                               \
+        const __m256 im = _mm256_set1_ps(bm ? 1.0f / nm : 0.0f), iv = _mm256_set1_ps(bvv ? 1.0f / nv : 0.0f); \
+        for (i = 0; i + 8 <= nb; i += 8) q8_avx2_codes(ADAMAX, tm + i, tv + i, qm + i, qv + i, im, iv); \
+        if (i < nb) {                                                                           \
+            int8_t tq[8];                                                                       \
+            uint8_t tu[8];                                                                      \
+            q8_avx2_codes(ADAMAX, tm + i, tv + i, tq, tu, im, iv);                              \
+            memcpy(qm + i, tq, (size_t)(nb - i));                                               \
+            memcpy(qv + i, tu, (size_t)(nb - i));                                               \
+        }                                                                                       \
+        return bad;                                                                             \
+    }
+Q8_BLOCK_AVX2(0, 0)
+Q8_BLOCK_AVX2(0, 1)
+Q8_BLOCK_AVX2(0, 2)
+Q8_BLOCK_AVX2(1, 0)
+Q8_BLOCK_AVX2(1, 1)
+Q8_BLOCK_AVX2(1, 2)
+#endif
+
 static const q_isa_loops_t Q_ISA_LOOPS[ISA_COUNT] = {
     [ISA_SCALAR] = Q_TABLE_GENERIC(scalar),
 #ifdef ADAMLAB_X86
-    [ISA_AVX2] = Q_TABLE_GENERIC(avx2),
+    [ISA_AVX2] = {{{q8_avx2_0_0, q8_avx2_0_1, q8_avx2_0_2}, {q8_avx2_1_0, q8_avx2_1_1, q8_avx2_1_2}},
+                  {{bfs_avx2_0_0, bfs_avx2_0_1, bfs_avx2_0_2}, {bfs_avx2_1_0, bfs_avx2_1_1, bfs_avx2_1_2}}},
     [ISA_AVX512] = {{{q8_avx512_0_0, q8_avx512_0_1, q8_avx512_0_2}, {q8_avx512_1_0, q8_avx512_1_1, q8_avx512_1_2}},
                     {{bfs_avx512_0_0, bfs_avx512_0_1, bfs_avx512_0_2}, {bfs_avx512_1_0, bfs_avx512_1_1, bfs_avx512_1_2}}},
 #endif
