@@ -69,7 +69,7 @@ def cache_dir() -> Path:
 #: The kernel's instruction-set builds, by their number in adam_kernels.c (ISA_SCALAR, ISA_AVX2, ISA_AVX512).
 ISAS = ("scalar", "avx2", "avx512")
 #: What each build needs from the CPU (its /proc/cpuinfo flag names; "scalar": the architecture's baseline).
-ISA_NEEDS = {"scalar": (), "avx2": ("avx2", "fma"), "avx512": ("avx2", "fma", "avx512f", "avx512dq")}
+ISA_NEEDS = {"scalar": (), "avx2": ("avx2", "fma"), "avx512": ("avx2", "fma", "avx512f", "avx512dq", "avx512bw")}
 
 
 def cpu_features() -> list[str]:
