@@ -128,8 +128,8 @@ def _status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from adamlab.lab.status import status_text
 
     out = Path(args.dir)
-    if not (out / SPEC_FILE).is_file():
-        parser.error(f"no {SPEC_FILE} in {out}: not the output directory of `adamlab reproduce`")
+    if not (out / SPEC_FILE).is_file() and not (out / "quick" / SPEC_FILE).is_file():
+        parser.error(f"no {SPEC_FILE} in {out} or {out / 'quick'}: not the output directory of `adamlab reproduce`")
     print(status_text(out))
     return 0
 

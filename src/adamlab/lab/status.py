@@ -2,24 +2,40 @@
 ``adamlab reproduce --list``.
 
 Times are measured, never guessed: the seconds per epoch of a panel are the mean of the ``seconds`` recorded
-in the epochs of its runs (training time of one epoch, one torch thread), found in the directory itself or, for
+in the epochs of its runs (the whole epoch, one torch thread), found in the directory itself or, for
 ``--list``, in the results of earlier runs of the same experiment (``runs/NAME``, ``runs/NAME-quick``, and the
-committed ``docs/results/NAME``); a task's time is its recorded ``seconds``. An estimate is that time × epochs ×
-runs, per panel, summed (for one process; divide by ``--jobs`` on a machine with that many free cores).
+committed ``docs/results/NAME`` and ``docs/results/NAME/quick``), scaled by the number of examples: an epoch
+measured on n examples taking t seconds is taken to take t·N/n on the N examples of the spec estimated (a quick
+run's subset estimates the full run). A task's time is its recorded ``seconds`` for the same settings, or, for
+a task that registers a cost (:func:`register_task_cost`), a measurement with other settings scaled by the
+cost. An estimate is the epoch time × epochs × runs, per panel, summed, plus the tasks (for one process; divide
+by ``--jobs`` on a machine with that many free cores). The times are those of the machine and load the
+measurement ran under (on this project's busy 2-core machine, often 5–10× a quiet core's), and an epoch's
+constant costs (diagnostics, files) are scaled with it: an upper estimate.
 """
 
 from __future__ import annotations
 
 import glob
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from adamlab.lab import results as R
 from adamlab.lab.runner import _is_complete, unit_states
-from adamlab.lab.spec import ExperimentSpec
+from adamlab.lab.spec import DatasetSpec, ExperimentSpec, PanelSpec
 
-__all__ = ["epoch_seconds", "estimate_seconds", "estimate_text", "format_duration", "status_text"]
+__all__ = [
+    "TASK_COSTS",
+    "epoch_seconds",
+    "estimate_seconds",
+    "estimate_text",
+    "format_duration",
+    "panel_epoch_estimate",
+    "register_task_cost",
+    "status_text",
+]
 
 _REPO_RESULTS = Path(__file__).resolve().parents[3] / "docs" / "results"
 
@@ -37,7 +53,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def epoch_seconds(out: Path, panel: str) -> tuple[float, int] | None:
-    """(mean seconds per trained epoch, number of epochs measured) of ``panel``'s runs under ``out``."""
+    """(mean seconds per trained epoch, number of epochs measured) of ``panel``'s runs under ``out``: the
+    whole epoch's ``seconds`` (training, evaluation, diagnostics: what a run costs)."""
     total, n = 0.0, 0
     for path in glob.glob(str(Path(out) / panel / "runs" / "*" / "*.json")):
         try:
@@ -51,16 +68,100 @@ def epoch_seconds(out: Path, panel: str) -> tuple[float, int] | None:
     return (total / n, n) if n else None
 
 
+def _examples(out: Path, panel: str) -> int | None:
+    """The number of training examples of ``panel``'s runs under ``out`` (its ``data.json``)."""
+    path = Path(out) / panel / "data.json"
+    try:
+        n = R.read_json(path).get("n_examples")
+    except (OSError, ValueError):
+        return None
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def _dataset_size(dataset: DatasetSpec, dirs: list[Path]) -> int | None:
+    """How many examples ``dataset`` has: its ``subsample`` option, else the ``n_examples`` recorded for the same
+    data set (name and options) without subsample in one of ``dirs``, else that of loading it (``None`` if it
+    cannot be loaded here)."""
+    options = dict(dataset.options)
+    if options.get("subsample") is not None:
+        return int(options["subsample"])
+    for d in dirs:
+        try:
+            panels = R.read_json(Path(d) / R.SPEC_FILE)["panels"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for p in panels:
+            other = dict(p["dataset"].get("options", {}))
+            if p["dataset"]["name"] == dataset.name and other.get("subsample") is None:
+                if {k: v for k, v in other.items() if k != "data_seed"} == {
+                    k: v for k, v in options.items() if k != "data_seed"
+                }:
+                    n = _examples(Path(d), p["name"])
+                    if n is not None:
+                        return n
+    key = (dataset.name, repr(sorted(options.items())))
+    if key not in _LOADED_SIZES:
+        try:
+            from adamlab.lab.datasets import load_dataset
+
+            _LOADED_SIZES[key] = load_dataset(dataset).n_examples
+        except Exception:  # no data here: the estimate says so
+            _LOADED_SIZES[key] = None
+    return _LOADED_SIZES[key]
+
+
+_LOADED_SIZES: dict[tuple[str, str], int | None] = {}
+
+
+def panel_epoch_estimate(panel: PanelSpec, dirs: list[Path]) -> tuple[float, str] | None:
+    """The estimated seconds of one epoch of ``panel`` (on its own training set) and where it comes from.
+
+    An epoch's work is proportional to the number of examples it passes over (the minibatches and the full-set
+    evaluation; the per-epoch constants — diagnostics, files — are small), so the measured seconds per epoch
+    of ``panel``'s runs in the first of ``dirs`` that has any, t over n examples, become t·N/n for this panel's
+    N examples: a quick run's subset measures the full run's epoch. ``None`` if no run of the panel was
+    measured or N is unknown."""
+    for d in dirs:
+        measured = epoch_seconds(d, panel.name)
+        n = _examples(d, panel.name)
+        if measured is None or n is None:
+            continue
+        target = _dataset_size(panel.dataset, [d, *dirs])
+        if target is None:
+            return None
+        where = f"{measured[0]:.2f} s per epoch of {n:,} examples in {d}"
+        return measured[0] * target / n, where
+    return None
+
+
 def _task_seconds(out: Path, spec: ExperimentSpec) -> dict[str, float]:
-    found = {}
+    """A task's recorded seconds under ``out``, for its own settings; for other settings, scaled by the task's
+    registered cost (:func:`register_task_cost`)."""
+    found: dict[str, float] = {}
     for task in spec.tasks:
         for seed in spec.seeds:
             path = R.task_path(out, task.name, seed)
-            if path.is_file():
-                record = R.read_json(path)
-                if record.get("settings") == task.settings:  # a task's time holds for its own settings only
-                    found[task.name] = float(record.get("seconds", math.nan))
+            if not path.is_file():
+                continue
+            record = R.read_json(path)
+            seconds = float(record.get("seconds", math.nan))
+            if record.get("settings") == task.settings:  # a task's time holds for its own settings only
+                found[task.name] = seconds
+                break
+            cost = TASK_COSTS.get(task.function)
+            if cost is not None and task.name not in found:
+                found[task.name] = seconds * cost(task.settings) / cost(record.get("settings", {}))
     return found
+
+
+#: ``cost(settings) -> number`` per task function: a task's time is taken as proportional to it, so that a
+#: measurement with some settings estimates the time with others (e.g. Figure 2b's SFO memory task).
+TASK_COSTS: dict[str, Callable[[dict[str, Any]], float]] = {}
+
+
+def register_task_cost(function: str, cost: Callable[[dict[str, Any]], float]) -> None:
+    """Let ``reproduce --list`` scale a measured run of task ``function`` to other settings by ``cost``."""
+    TASK_COSTS[function] = cost
 
 
 def _measured_dirs(name: str) -> list[Path]:
@@ -68,23 +169,35 @@ def _measured_dirs(name: str) -> list[Path]:
         Path("runs") / name,
         Path("runs") / f"{name}-quick",
         Path("docs") / "results" / name,
+        Path("docs") / "results" / name / "quick",
         _REPO_RESULTS / name,
+        _REPO_RESULTS / name / "quick",
+        _REPO_RESULTS / f"{name}-quick",
     ]
-    return [p for p in places if (p / R.SPEC_FILE).is_file()]
+    found: list[Path] = []
+    for p in places:
+        if (p / R.SPEC_FILE).is_file() and p.resolve() not in [f.resolve() for f in found]:
+            found.append(p)
+    return found
+
+
+def _runs(spec: ExperimentSpec, panel: PanelSpec) -> int:
+    return sum(len(o.settings()) for o in panel.optimizers) * len(spec.grid_seeds) + len(panel.optimizers) * len(
+        spec.extra_seeds
+    )
 
 
 def estimate_seconds(spec: ExperimentSpec, dirs: list[Path]) -> tuple[float | None, list[str]]:
-    """The estimated one-process time of ``spec`` from the epochs measured in ``dirs``; (None, what is
-    missing) if some panel or task was never measured."""
+    """The estimated one-process time of ``spec`` from the epochs measured in ``dirs``, each panel's epoch
+    scaled to its number of examples (:func:`panel_epoch_estimate`): Σ over panels of epoch seconds × epochs ×
+    runs, plus each task's seconds × seeds. (None, what is missing) if some panel or task was never measured."""
     total, missing = 0.0, []
     for panel in spec.panels:
-        measured = next((m for d in dirs if (m := epoch_seconds(d, panel.name)) is not None), None)
-        if measured is None:
+        estimate = panel_epoch_estimate(panel, dirs)
+        if estimate is None:
             missing.append(panel.name)
             continue
-        runs = sum(len(o.settings()) for o in panel.optimizers) * len(spec.grid_seeds)
-        runs += len(panel.optimizers) * len(spec.extra_seeds)
-        total += measured[0] * panel.epochs * runs
+        total += estimate[0] * panel.epochs * _runs(spec, panel)
     for task in spec.tasks:
         seconds = next((t[task.name] for d in dirs if task.name in (t := _task_seconds(d, spec))), None)
         if seconds is None:
@@ -105,29 +218,33 @@ def estimate_text(name: str, quick: bool) -> str:
         spec = experiment.spec(quick=quick, seed=0, seeds=None)
     except Exception as exc:  # a spec that cannot be built here must not break the listing
         return f"(spec not available: {exc})"
-    runs = sum(
-        sum(len(o.settings()) for o in p.optimizers) * len(spec.grid_seeds) + len(p.optimizers) * len(spec.extra_seeds)
-        for p in spec.panels
-    )
-    epochs = sum(
-        p.epochs
-        * (
-            sum(len(o.settings()) for o in p.optimizers) * len(spec.grid_seeds)
-            + len(p.optimizers) * len(spec.extra_seeds)
-        )
-        for p in spec.panels
-    )
+    from adamlab.lab.runner import import_experiment_module
+
+    import_experiment_module(name)  # its task costs
+    runs = sum(_runs(spec, p) for p in spec.panels)
+    epochs = sum(p.epochs * _runs(spec, p) for p in spec.panels)
     seconds, missing = estimate_seconds(spec, _measured_dirs(name))
     what = f"{runs} runs, {epochs} epochs" if spec.panels else f"{len(spec.tasks)} tasks"
     what += f", {len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}"
     if seconds is None:
         return f"{what}; estimate: not measured yet for {', '.join(missing)}"
-    return f"{what}; estimate ≈ {format_duration(seconds)} in one process (measured epoch times)"
+    return f"{what}; estimate ≈ {format_duration(seconds)} in one process (measured epoch times, scaled by examples)"
 
 
 def status_text(out: Path) -> str:
-    """``adamlab status``: per panel, runs done / running / left, and the time left."""
+    """``adamlab status DIR``: per panel, runs done / running / left, and the time left, for the experiment in
+    ``DIR`` and for its quick run in ``DIR/quick`` (where ``adamlab reproduce NAME --quick --out DIR/quick`` put
+    it, e.g. ``docs/results/fig3/quick``), whichever of the two exist."""
     out = Path(out)
+    dirs = [d for d in (out, out / "quick") if (d / R.SPEC_FILE).is_file()]
+    if not dirs:
+        raise R.ResultsError(
+            f"no {R.SPEC_FILE} in {out} or {out / 'quick'}: not the output directory of `adamlab reproduce`"
+        )
+    return "\n\n".join(_status_of(d) for d in dirs)
+
+
+def _status_of(out: Path) -> str:
     spec = R.read_spec(out)
     states = unit_states(spec, out)
     lines = [f"{spec.name} ({'quick' if spec.quick else 'full'}, seeds {', '.join(map(str, spec.seeds))}) in {out}"]
