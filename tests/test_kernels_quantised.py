@@ -230,6 +230,23 @@ def test_adamax_zero_denominator_does_not_move_theta() -> None:
     assert torch.isfinite(ks.params[0]).all()
 
 
+@pytest.mark.parametrize("isa", isa_params())
+def test_subnormal_scale(isa: str) -> None:
+    """v = (1 − β2)·g² of gradients ~1e−20 is subnormal, so the block's 1/s overflows to ∞ (the case the
+    contract leaves open): zeros code as 0 (0·∞ is NaN, clamped to 0), every other element as the maximum
+    255 (v·∞ = ∞); m (normal) codes as usual: rint(127·√½) = 90 for half the scale."""
+    hp = AdamHyperparameters(lr=1e-3)
+    g = torch.zeros(256)
+    g[1::2] = 1e-20
+    g[3] = 2e-20
+    ks = KernelState("int8", [256], False, 256, seed=8)
+    with build.using_isa(isa):
+        ks.step([g], hp, threads=1)
+    assert ks.sv is not None and 0 < ks.sv[0].item() < np.finfo(np.float32).tiny
+    assert ks.v[0][::2].eq(0).all() and ks.v[0][1::2].eq(255).all()
+    assert ks.m[0][:6].tolist() == [0, 90, 0, 127, 0, 90]
+
+
 def test_int8_codes_by_hand() -> None:
     """One Adam step from zero state, computed by hand: m = (1 − β1)·g, v = (1 − β2)·g², θ moves by
     −α·sign(g) (bias-corrected, ε tiny); the codes are 127·√(|m|/s) and 255·⁴√(v/s) rounded, s the block max."""
