@@ -111,3 +111,47 @@ def test_the_readme_block_is_built_from_the_files(tmp_path):
     block = readme_block(tmp_path, link_base="res")
     assert "| p | 4 | 0, 1 |" in block and "![tiny experiment](res/tiny.png)" in block
     assert "| Adam ≈ SGD | ✅ held | Adam 0.3000 vs SGD Nesterov 0.3050" in block
+
+
+def test_the_report_describes_each_panels_own_model(tmp_path):
+    """The model line comes from the model: a CNN with its own (He) initialisation and input + hidden dropout
+    is described as such, not as the default N(0, 0.01²) with input dropout."""
+    import dataclasses
+
+    import adamlab.lab.experiments.fig3  # noqa: F401  (registers the "convnet" model kind)
+    from adamlab.lab.spec import ModelSpec
+
+    spec = tiny_spec(epochs=2)
+    cnn = ModelSpec("convnet", input_dropout=0.2, hidden_dropout=0.5)
+    spec = dataclasses.replace(spec, panels=(dataclasses.replace(spec.panels[0], model=cnn),))
+    fake_results(tmp_path, spec, {})
+    R.write_json(tmp_path / "p" / "data.json", {"description": "images", "n_features": 784, "n_classes": 10})
+    text = write_report(tmp_path).read_text()
+    line = next(x for x in text.splitlines() if x.startswith("Model: "))
+    assert "convnet" in line and "2,368,066 parameters" in line  # c64-c64-c128-1000 on one 28×28 channel
+    assert "0.2 input and 0.5 hidden dropout" in line and "He et al. (2015)" in line
+    assert "N(0, 0.01²), biases 0, the same" not in line
+
+
+def test_the_report_of_a_real_run_names_its_dropout_init_and_penalty(tmp_path):
+    spec = tiny_spec(epochs=1, dropout=0.3)
+    run_spec(spec, tmp_path, progress=False)
+    line = next(x for x in write_report(tmp_path).read_text().splitlines() if x.startswith("Model: "))
+    # logistic regression on 12 features, 3 classes: 12·3 + 3 = 39 parameters
+    assert line == (
+        "Model: logistic, 39 parameters; 0.3 input dropout; objective nll + L2 penalty λ/2·‖W‖² with λ = 0.001; "
+        "initial weights N(0, 0.01²), biases 0, the same for every optimiser."
+    )
+
+
+def test_describe_model_for_the_mlp_and_the_vae():
+    from adamlab.lab.experiments import fig2a, fig4
+    from adamlab.lab.models import describe_model
+
+    mlp = describe_model(fig2a.build_spec(quick=True).panels[0].model, 784, 10)
+    assert "mlp 1000-1000 hidden, 1,796,010 parameters; 0.2 input and 0.5 hidden dropout" in mlp
+    assert "no L2 penalty" in mlp and "N(0, 0.01²), biases 0" in mlp
+    vae = describe_model(fig4.build_spec(quick=True).panels[0].model, 784, 10)
+    assert "vae (hidden 500, latent 50)" in vae and "no dropout" in vae and "objective negative_elbo" in vae
+    # 784·500 + 500 + 500·100 + 100 + 50·500 + 500 + 500·784 + 784 (AEVB's 784-500-(50+50), 50-500-784)
+    assert f"{784 * 500 + 500 + 500 * 100 + 100 + 50 * 500 + 500 + 500 * 784 + 784:,} parameters" in vae

@@ -130,6 +130,12 @@ class ConvNet(nn.Module):
                 assert isinstance(conv, nn.Conv2d)
                 conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
 
+    #: How :meth:`initialize` draws the weights, for reports (:func:`adamlab.lab.models.describe_model`).
+    init_description = (
+        "He et al. (2015): N(0, 2/fan_in) for the convolutions and the fully connected layer, "
+        "N(0, 0.01²) for the softmax layer, biases 0 (he_init)"
+    )
+
     def initialize(self, generator: torch.Generator, std: float | None = None) -> None:
         """The lab's initialisation hook: :func:`he_init` from ``generator`` (``std`` is not used: each layer's
         scale follows from its fan-in)."""

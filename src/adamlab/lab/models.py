@@ -36,6 +36,7 @@ __all__ = [
     "LogisticRegression",
     "Objective",
     "build_model",
+    "describe_model",
     "dropout",
     "get_objective",
     "init_parameters",
@@ -170,6 +171,40 @@ def init_parameters(model: nn.Module, std: float, generator: torch.Generator) ->
                 p.zero_()
             else:
                 p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
+
+
+def describe_model(spec: ModelSpec, n_features: int | None = None, n_classes: int | None = None) -> str:
+    """The model of a spec in words, for reports: its kind and layers, its dropout, the L2 penalty and its
+    initial weights — as they are, from the model itself: a model with its own initialisation
+    (``initialize``) says which by its ``init_description``; the others are drawn N(0, init_std²), biases 0
+    (:func:`init_parameters`). With ``n_features`` (the data's) the model is built to ask for its
+    initialisation, and with ``n_classes`` too its parameters are counted; without, or if it cannot be built,
+    the spec alone is used."""
+    model = None
+    if n_features is not None:
+        try:
+            model = build_model(spec, int(n_features), int(n_classes) if n_classes is not None else 2)
+        except Exception:  # a report must not fail on a model that cannot be built here
+            model = None
+    what = spec.kind + (f" {'-'.join(map(str, spec.hidden))} hidden" if spec.hidden else "")
+    if spec.options:
+        what += " (" + ", ".join(f"{k} {v}" for k, v in sorted(spec.options.items())) + ")"
+    if model is not None and n_classes is not None:
+        what += f", {sum(p.numel() for p in model.parameters()):,} parameters"
+    drops = [(name, p) for name, p in (("input", spec.input_dropout), ("hidden", spec.hidden_dropout)) if p > 0]
+    dropout_text = " and ".join(f"{p:g} {name}" for name, p in drops) + " dropout" if drops else "no dropout"
+    own = getattr(model, "initialize", None) if model is not None else None
+    if callable(own):
+        init = getattr(model, "init_description", None) or f"{type(model).__name__}'s own initialisation"
+    elif model is not None:
+        init = f"N(0, {spec.init_std:g}²), biases 0"
+    else:
+        init = f"N(0, {spec.init_std:g}²), biases 0, unless the model draws its own (it could not be built here)"
+    penalty = f" + L2 penalty λ/2·‖W‖² with λ = {spec.l2:g}" if spec.l2 > 0 else ", no L2 penalty"
+    return (
+        f"{what}; {dropout_text}; objective {spec.objective}{penalty}; "
+        f"initial weights {init}, the same for every optimiser"
+    )
 
 
 def mean_nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from adamlab.files import save_figure
 from adamlab.lab import results as R
 from adamlab.lab.claims import HELD, INCONCLUSIVE, Verdict, judge
+from adamlab.lab.models import describe_model
 from adamlab.lab.spec import ExperimentSpec, PanelSpec
 
 __all__ = [
@@ -354,12 +355,8 @@ def _markdown(
         md += [f"## Panel `{pr.spec.name}`: {pr.spec.title}", ""]
         md += [f"**The paper:** {pr.spec.paper}", "", f"**Ours:** {_ours_in_words(pr)}", ""]
         md += [f"### Chosen hyper-parameters ({pr.spec.epochs} epochs, minibatch {pr.spec.batch_size})", ""]
-        m = pr.spec.model
-        md += [
-            f"Model: {m.kind}, input dropout {m.input_dropout:g}, L2 coefficient λ = {m.l2:g} "
-            f"(penalty λ/2·‖W‖²), initial weights N(0, {m.init_std:g}²) shared by every optimiser.",
-            "",
-        ]
+        n_features, n_classes = pr.data.get("n_features"), pr.data.get("n_classes")
+        md += [f"Model: {describe_model(pr.spec.model, n_features, n_classes)}.", ""]
         md += _grid_table(pr)
         diag = _diagnostics_table(pr)
         if diag:

@@ -986,7 +986,7 @@ def _run_spec(
         if (out / panel.name / "data.json").is_file() and all(p.is_file() for p in inits):
             continue
         data = _data(panel, data_dir, "cpu")
-        info = {**data.info, "n_examples": data.n_examples, "n_features": data.n_features}
+        info = {**data.info, "n_examples": data.n_examples, "n_features": data.n_features, "n_classes": data.n_classes}
         parallel.on_writer(R.write_json, out / panel.name / "data.json", info)
         for seed in spec.seeds:
             _init_weights(panel, data, seed, out)

@@ -410,7 +410,7 @@ def report(out_dir: Any) -> Any:
         "",
         f"Epochs covered: {epochs} (paper: {FULL_EPOCHS}); seeds: {', '.join(map(str, spec.seeds))}. The network's "
         "initial weights are He-normal N(0, 2/fan_in) for the ReLU layers and N(0, 0.01²) for the softmax layer "
-        '(`adamlab.lab.convnet.he_init`, not the generic N(0, 0.01²) of the table above); "with dropout" drops '
+        '(`adamlab.lab.convnet.he_init`, as each panel\'s "Model" line says); "with dropout" drops '
         "20 % of the input pixels and 50 % of the 1000 fully connected units.",
         "",
         "| claim | verdict | numbers |",
