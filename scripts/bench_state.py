@@ -7,7 +7,8 @@ rotation as ``adamlab bench step``):
 * ``roofline, tensors``: the fp32 roofline loop (``adamlab_roofline_multi``) over the layout's tensors where
   they lie: Adam's memory pattern (28 B a parameter) with trivial arithmetic, the fp32 step's speed limit;
 * ``adamlab Adam fp32``: ``adamlab.Adam(impl="fused")``;
-* ``adamlab Adam int8``, ``adamlab Adam bf16``, ``adamlab AdaMax int8``: ``adamlab.kernels.quantized``.
+* ``adamlab Adam int8``, ``adamlab Adam bf16``, ``adamlab AdaMax int8``: ``adamlab.kernels.quantized``;
+* ``bitsandbytes Adam8bit`` where bitsandbytes is installed (``--no-optional`` leaves it out).
 
 Every row gives the update rate (parameters per second) as a ratio to the roofline's rate in the same layout and
 thread count (issue 16's target: int8 ≥ 1.3×), the state bytes per parameter, the bytes moved per parameter
@@ -82,15 +83,36 @@ class QuantisedStepper:
         )
 
 
+#: Optional contenders (where importable): name -> (factory of a step function over the parameters, state bytes
+#: per parameter). bitsandbytes' Adam8bit keeps tensors under 4096 elements in fp32, as adamlab does.
+def optional_contenders() -> dict[str, tuple[Callable[[list[torch.nn.Parameter]], Callable[[], Any]], float]]:
+    found: dict[str, tuple[Callable[[list[torch.nn.Parameter]], Callable[[], Any]], float]] = {}
+    try:
+        import bitsandbytes as bnb  # type: ignore[import-not-found]
+    except Exception:  # not installed, or it fails to load here: not measured
+        return found
+    found["bitsandbytes Adam8bit"] = (lambda params: bnb.optim.Adam8bit(params).step, 2 + 8 / 256)
+    return found
+
+
 def state_bytes(precision: str, block: int) -> float:
     """Bytes of optimizer state per parameter: m and v, and for int8 their two float32 scales per block."""
     return Q.STATE_BYTES[precision] + (8 / block if precision == "int8" else 0.0)
 
 
-def run(layouts: list[str], threads: list[int], rounds: int, per_round: float, block: int, quick: bool) -> dict:
+def run(
+    layouts: list[str],
+    threads: list[int],
+    rounds: int,
+    per_round: float,
+    block: int,
+    quick: bool,
+    with_optional: bool = True,
+) -> dict:
     import adamlab
 
     table = bench.QUICK_LAYOUTS if quick else bench.LAYOUTS
+    optional = optional_contenders() if with_optional else {}
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     result: dict[str, Any] = {
         "machine": {
@@ -121,6 +143,8 @@ def run(layouts: list[str], threads: list[int], rounds: int, per_round: float, b
         }
         for name, (algorithm, precision) in QUANTISED.items():
             steppers[name] = QuantisedStepper(params, algorithm, precision, block).step
+        for name, (factory, _) in optional.items():
+            steppers[name] = factory(params)
         for nthreads in threads:
             torch.set_num_threads(nthreads)
             load_before = list(os.getloadavg())
@@ -130,18 +154,21 @@ def run(layouts: list[str], threads: list[int], rounds: int, per_round: float, b
             for name, ts in times.items():
                 precision = QUANTISED[name][1] if name in QUANTISED else "fp32"
                 median = statistics.median(ts)
+                moved = None if name in optional else Q.MOVED_BYTES[precision]
                 result["results"].append(
                     {
                         "layout": layout,
                         "threads": nthreads,
                         "contender": name,
-                        "precision": precision,
+                        "precision": "int8" if name in optional else precision,
                         "median_s": median,
                         "updates_per_s": total / median,
                         "ratio_to_roofline": roof / median,
-                        "state_bytes_per_param": state_bytes(precision, block),
-                        "moved_bytes_per_param": Q.MOVED_BYTES[precision],
-                        "gb_per_s": Q.MOVED_BYTES[precision] * total / median / 1e9,
+                        "state_bytes_per_param": optional[name][1]
+                        if name in optional
+                        else state_bytes(precision, block),
+                        "moved_bytes_per_param": moved,
+                        "gb_per_s": None if moved is None else moved * total / median / 1e9,
                         "load_average_before": load_before,
                         "load_average_after": load_after,
                     }
@@ -162,7 +189,7 @@ def format_table(result: dict) -> str:
     for r in result["results"]:
         lines.append(
             f"| {r['layout']} | {r['threads']} | {r['contender']} | {r['median_s'] * 1e3:.2f} ms | "
-            f"{r['ratio_to_roofline']:.2f} | {r['state_bytes_per_param']:.2f} | {r['moved_bytes_per_param']} | "
+            f"{r['ratio_to_roofline']:.3g} | {r['state_bytes_per_param']:.2f} | {r['moved_bytes_per_param'] or '?'} | "
             f"{r['load_average_before'][0]:.2f} → {r['load_average_after'][0]:.2f} |"
         )
     return "\n".join(lines)
@@ -178,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--isa", default="auto", help="the kernel build: auto, " + ", ".join(build.ISAS))
     parser.add_argument("--quick", action="store_true", help="tiny layouts (a smoke test: the numbers mean little)")
     parser.add_argument("--out", help="write the results as JSON here (atomically)")
+    parser.add_argument("--no-optional", action="store_true", help="leave out bitsandbytes even where installed")
     args = parser.parse_args(argv)
     if any(t < 1 for t in args.threads):
         parser.error("--threads: positive counts expected")
@@ -186,7 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, build.KernelUnavailableError) as exc:
         parser.error(f"--isa: {exc}")
     started = time.perf_counter()
-    result = run(args.layouts, args.threads, args.rounds, args.round_seconds, args.block_size, args.quick)
+    result = run(
+        args.layouts,
+        args.threads,
+        args.rounds,
+        args.round_seconds,
+        args.block_size,
+        args.quick,
+        not args.no_optional,
+    )
     result["seconds"] = time.perf_counter() - started
     print(format_table(result))
     if args.out:
