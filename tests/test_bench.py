@@ -23,7 +23,8 @@ def test_transformer_layout_is_the_documented_one():
     small = bench.LAYOUTS["small"][1]
     assert len(small) == 40 and sum(small) == 100_272
     assert bench.LAYOUTS["flat"][1] == [50_000_000]
-    assert bench.LAYOUTS["bf16"][1] == sizes and bench.HALF_LAYOUTS == {"bf16": torch.bfloat16}
+    assert bench.LAYOUTS["bf16"][1] == sizes and bench.LAYOUTS["fp16"][1] == sizes
+    assert bench.HALF_LAYOUTS == {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +88,17 @@ def test_peak_memory_sees_a_temporary():
     assert mem["total"] >= mem["torch"]
 
 
-def test_bf16_layout_runs_in_bfloat16(quick_run):
-    info = quick_run["layouts"]["bf16"]
-    assert info["dtype"] == "bfloat16" and info["bytes_per_update"] == 14
+@pytest.mark.parametrize(("layout", "dtype"), [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_half_layouts_run_in_their_dtype(quick_run, layout, dtype):
+    info = quick_run["layouts"][layout]
+    assert info["dtype"] == dtype and info["bytes_per_update"] == 14
     assert info["param_bytes"] == 2 * info["elements"]
+
+
+def test_verification_checks_half_precision_bit_for_bit(quick_run):
+    verified = quick_run["machine"]["kernel_isa_verified"]
+    assert verified["Adam bfloat16: entries not bit-equal to torch fused"] == 0
+    assert verified["Adam float16: entries not bit-equal to torch fused"] == 0
 
 
 def test_table_names_every_contender(quick_run):
@@ -129,6 +137,8 @@ def test_run_records_the_cpu_and_the_verified_build(quick_run):
         "Adam amsgrad+decoupled wd+averaging",
         "AdaMax",
         "AdaMax L2 wd",
+        "Adam bfloat16: entries not bit-equal to torch fused",
+        "Adam float16: entries not bit-equal to torch fused",
     }
     assert all(0 <= e < 1e-4 for e in machine["kernel_isa_verified"].values())
     assert f"kernel build: {machine['kernel_isa']}" in bench.format_table(quick_run)
@@ -185,6 +195,17 @@ def test_verify_build_catches_a_wrong_kernel(monkeypatch):
 
     monkeypatch.setattr(adamlab.Adam, "__init__", doubled)
     with pytest.raises(RuntimeError, match="disagrees with the reference path on Adam"):
+        bench.verify_build(build.isa())
+
+
+def test_verify_build_catches_a_wrong_half_precision_kernel(monkeypatch):
+    """The half-precision check fails when the kernel's bf16/fp16 step computes something else (here: its lr
+    doubled)."""
+    from adamlab.hyperparameters import AdamHyperparameters
+    from adamlab.kernels import half
+
+    monkeypatch.setattr(half, "AdamHyperparameters", lambda: AdamHyperparameters(lr=2e-3))
+    with pytest.raises(RuntimeError, match="disagrees with torch's fused Adam on Adam bfloat16"):
         bench.verify_build(build.isa())
 
 

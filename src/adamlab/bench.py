@@ -26,11 +26,12 @@ gradients, whose values do not change the work), takes warm-up steps, and then t
 round-robin, in a rotated order each round, a few steps each, for several rounds; the figure for a
 contender is the median of all its step times. Results are ratios to the roofline (``frac_roofline``) and to
 torch's fused Adam (``vs_torch_fused``) from the same run, so that a noisy shared machine still gives
-comparable numbers. GB/s counts 28 bytes per parameter for every contender (14 on the bf16 layout).
+comparable numbers. GB/s counts 28 bytes per parameter for every contender (14 on the bf16 and fp16 layouts).
 
-The ``bf16`` layout (the transformer's tensors in bfloat16: θ, g, m, v all bf16) has its own roofline, the
-same memory pattern in 2-byte values (14 B a parameter), and three contenders: the roofline, ``adamlab
-Adam`` (the kernel's bf16 step, adamlab.kernels.half, called directly) and ``torch Adam fused`` on bf16.
+The ``bf16`` and ``fp16`` layouts (the transformer's tensors in bfloat16 / float16: θ, g, m, v all in that
+dtype) have their own roofline, the same memory pattern in 2-byte values (14 B a parameter), and three
+contenders: the roofline, ``adamlab Adam`` (the kernel's half-precision step, adamlab.kernels.half, called
+directly) and ``torch Adam fused`` on the same dtype.
 
 Peak extra memory: one more step of each contender under ``torch.profiler`` with ``profile_memory=True``
 (every allocation by torch's CPU allocator, in order; the peak of the running sum) plus ``tracemalloc``
@@ -103,11 +104,15 @@ LAYOUTS: dict[str, tuple[str, list[int]]] = {
         "the transformer layout in bfloat16 (θ, g, m, v all bf16, as torch keeps them): 14 bytes a parameter",
         transformer_sizes(224, 16, 1152, 256),
     ),
+    "fp16": (
+        "the transformer layout in float16 (θ, g, m, v all fp16, as torch keeps them): 14 bytes a parameter",
+        transformer_sizes(224, 16, 1152, 256),
+    ),
 }
 
 #: Layouts whose parameters are not float32, and their dtype. Their roofline is the half-precision loop
 #: (14 B a parameter, over the layout's tensors); the contenders there are HALF_CONTENDERS.
-HALF_LAYOUTS = {"bf16": torch.bfloat16}
+HALF_LAYOUTS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 HALF_CONTENDERS = (ROOFLINE, "adamlab Adam", TORCH_FUSED)
 
 #: The same three shapes at tiny sizes, for ``--quick`` (a smoke test: the numbers mean little).
@@ -117,6 +122,10 @@ QUICK_LAYOUTS: dict[str, tuple[str, list[int]]] = {
     "small": ("transformer_sizes(width=8, blocks=1, vocab=32, context=8)", transformer_sizes(8, 1, 32, 8)),
     "bf16": (
         "transformer_sizes(width=32, blocks=2, vocab=128, context=32) in bfloat16",
+        transformer_sizes(32, 2, 128, 32),
+    ),
+    "fp16": (
+        "transformer_sizes(width=32, blocks=2, vocab=128, context=32) in float16",
         transformer_sizes(32, 2, 128, 32),
     ),
 }
@@ -288,8 +297,10 @@ VERIFY_SIZES = (1, 7, 9, 17, 31, 4099, 70_001)
 def verify_build(isa: str, steps: int = 3) -> dict[str, float]:
     """Check the kernel's ``isa`` build against the reference path before it is timed: Adam and AdaMax
     (defaults, and AMSGrad with decoupled weight decay and averaging), ``steps`` steps on float32 tensors of
-    ``VERIFY_SIZES`` against the reference path in float64 from the same start. Returns the largest
-    difference per check; raises RuntimeError if one exceeds float32 rounding (2e-6 + 2e-5·|x|)."""
+    ``VERIFY_SIZES`` against the reference path in float64 from the same start; and its bfloat16 / float16
+    Adam against torch's fused Adam on those dtypes, bit for bit. Returns the largest difference per check
+    (for the half-precision checks: the number of entries whose bits differ); raises RuntimeError if one
+    exceeds float32 rounding (2e-6 + 2e-5·|x|), or if any half-precision entry differs."""
     import adamlab
     from adamlab.kernels import build
 
@@ -330,7 +341,34 @@ def verify_build(isa: str, steps: int = 3) -> dict[str, float]:
                     f"the kernel's {isa} build disagrees with the reference path on {name}: "
                     f"largest difference {errors[name]:.3g}; not timing it"
                 )
+        for dtype in HALF_LAYOUTS.values():
+            name = f"Adam {str(dtype).removeprefix('torch.')}: entries not bit-equal to torch fused"
+            errors[name] = float(_half_mismatches(start, grads, dtype))
+            if errors[name]:
+                raise RuntimeError(
+                    f"the kernel's {isa} build disagrees with torch's fused Adam on {name.split(':')[0]} "
+                    f"in {errors[name]:.0f} entries; not timing it"
+                )
     return errors
+
+
+def _half_mismatches(start: list[torch.Tensor], grads: list[list[torch.Tensor]], dtype: torch.dtype) -> int:
+    """The half-precision kernel (adamlab.kernels.half) against torch.optim.Adam(fused=True) on ``dtype``
+    from the same start: the number of θ, m, v entries whose bits differ (the kernel matches it bit for bit)."""
+    from adamlab.kernels.half import HalfAdam
+
+    ours = [torch.nn.Parameter(p.to(dtype, copy=True)) for p in start]
+    theirs = [torch.nn.Parameter(p.to(dtype, copy=True)) for p in start]
+    kernel, fused = HalfAdam(ours), torch.optim.Adam(theirs, lr=1e-3, fused=True)
+    for gs in grads:
+        for a, b, g in zip(ours, theirs, gs):
+            a.grad, b.grad = g.to(dtype, copy=True), g.to(dtype, copy=True)
+        kernel.step()
+        fused.step()
+    pairs = [(a.detach(), b.detach()) for a, b in zip(ours, theirs)]
+    pairs += list(zip(kernel.exp_avgs, [fused.state[p]["exp_avg"] for p in theirs]))
+    pairs += list(zip(kernel.exp_avg_sqs, [fused.state[p]["exp_avg_sq"] for p in theirs]))
+    return sum(int((a.view(torch.int16) != b.view(torch.int16)).sum()) for a, b in pairs)
 
 
 def run_step_benchmark(
@@ -557,6 +595,8 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("small", "adamlab Adam", "frac_roofline", 0.5),
     ("bf16", "adamlab Adam", "frac_roofline", 0.9),
     ("bf16", "adamlab Adam", "vs_torch_fused", 1.2),
+    ("fp16", "adamlab Adam", "frac_roofline", 0.9),
+    ("fp16", "adamlab Adam", "vs_torch_fused", 1.2),
     ("flat", "adamlab Adam", "peak_extra_frac", 0.01),
     ("transformer", "adamlab Adam", "peak_extra_frac", 0.01),
     ("small", "adamlab Adam", "peak_extra_frac", 0.01),
