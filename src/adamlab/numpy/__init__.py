@@ -3,6 +3,9 @@
 Pure functions of ``(θ, g, state)``: nothing is modified in place, so a state can be kept, compared and
 replayed. The arithmetic is done in the dtype of θ (float32 or float64).
 
+:mod:`adamlab.numpy.quantised` is the oracle of quantised optimizer state (``state_precision="bf16"``/``"int8"``):
+the formats and one step, literally in float32, which the torch path and the fused kernel equal bit for bit.
+
 >>> import numpy as np
 >>> from adamlab.numpy import Adam
 >>> opt = Adam(lr=0.1)

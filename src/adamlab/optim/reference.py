@@ -9,6 +9,9 @@ The foreach path computes the same expressions in the same order, a few kernels 
 
 Non-finite gradients: coordinates whose gradient is NaN or ±inf keep their parameter and state (the
 reference path masks them; the foreach path sends the few tensors that have any to the reference path).
+
+Quantised state (``state_precision="bf16"``/``"int8"``) has its own reference step, with its formats:
+:func:`adamlab.optim.quantised.step`.
 """
 
 from __future__ import annotations
