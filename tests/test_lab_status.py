@@ -41,6 +41,10 @@ def test_a_quick_runs_epoch_time_is_scaled_to_the_examples_of_the_spec_estimated
     # 4 runs (Adam's two rates, SGD, AdaGrad; one seed) × 10 epochs × 18 s
     seconds, missing = estimate_seconds(target, [tmp_path / "quick"])
     assert missing == [] and seconds == pytest.approx(4 * 10 * 18.0)
+    # from the fastest epoch instead (2 s per 1,000 examples): 4 runs × 10 epochs × 12 s
+    assert estimate_seconds(target, [tmp_path / "quick"], "min")[0] == pytest.approx(4 * 10 * 12.0)
+    with pytest.raises(ValueError, match="statistic must be 'mean' or 'min'"):
+        estimate_seconds(target, [tmp_path / "quick"], "median")
 
 
 def test_the_full_size_comes_from_a_run_of_the_whole_set(tmp_path):

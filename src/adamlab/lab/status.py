@@ -52,10 +52,13 @@ def format_duration(seconds: float | None) -> str:
     return f"{s} s"
 
 
-def epoch_seconds(out: Path, panel: str) -> tuple[float, int] | None:
-    """(mean seconds per trained epoch, number of epochs measured) of ``panel``'s runs under ``out``: the
-    whole epoch's ``seconds`` (training, evaluation, diagnostics: what a run costs)."""
-    total, n = 0.0, 0
+def epoch_seconds(out: Path, panel: str, statistic: str = "mean") -> tuple[float, int] | None:
+    """(seconds per trained epoch, number of epochs measured) of ``panel``'s runs under ``out``: the mean (or,
+    with ``statistic="min"``, the fastest) of the whole epochs' ``seconds`` (training, evaluation, diagnostics:
+    what a run costs)."""
+    if statistic not in ("mean", "min"):
+        raise ValueError(f"statistic must be 'mean' or 'min', got {statistic!r}")
+    total, n, fastest = 0.0, 0, math.inf
     for path in glob.glob(str(Path(out) / panel / "runs" / "*" / "*.json")):
         try:
             history = R.read_json(path)["history"]
@@ -64,8 +67,11 @@ def epoch_seconds(out: Path, panel: str) -> tuple[float, int] | None:
         for h in history[1:]:
             if isinstance(h.get("seconds"), (int, float)):
                 total += h["seconds"]
+                fastest = min(fastest, h["seconds"])
                 n += 1
-    return (total / n, n) if n else None
+    if not n:
+        return None
+    return (total / n if statistic == "mean" else fastest), n
 
 
 def _examples(out: Path, panel: str) -> int | None:
@@ -113,16 +119,17 @@ def _dataset_size(dataset: DatasetSpec, dirs: list[Path]) -> int | None:
 _LOADED_SIZES: dict[tuple[str, str], int | None] = {}
 
 
-def panel_epoch_estimate(panel: PanelSpec, dirs: list[Path]) -> tuple[float, str] | None:
+def panel_epoch_estimate(panel: PanelSpec, dirs: list[Path], statistic: str = "mean") -> tuple[float, str] | None:
     """The estimated seconds of one epoch of ``panel`` (on its own training set) and where it comes from.
 
     An epoch's work is proportional to the number of examples it passes over (the minibatches and the full-set
     evaluation; the per-epoch constants — diagnostics, files — are small), so the measured seconds per epoch
     of ``panel``'s runs in the first of ``dirs`` that has any, t over n examples, become t·N/n for this panel's
-    N examples: a quick run's subset measures the full run's epoch. ``None`` if no run of the panel was
-    measured or N is unknown."""
+    N examples: a quick run's subset measures the full run's epoch. ``statistic``: t is the mean epoch, or the
+    fastest (``"min"``: the epoch measured when the machine was least loaded). ``None`` if no run of the panel
+    was measured or N is unknown."""
     for d in dirs:
-        measured = epoch_seconds(d, panel.name)
+        measured = epoch_seconds(d, panel.name, statistic)
         n = _examples(d, panel.name)
         if measured is None or n is None:
             continue
@@ -187,13 +194,14 @@ def _runs(spec: ExperimentSpec, panel: PanelSpec) -> int:
     )
 
 
-def estimate_seconds(spec: ExperimentSpec, dirs: list[Path]) -> tuple[float | None, list[str]]:
+def estimate_seconds(spec: ExperimentSpec, dirs: list[Path], statistic: str = "mean") -> tuple[float | None, list[str]]:
     """The estimated one-process time of ``spec`` from the epochs measured in ``dirs``, each panel's epoch
     scaled to its number of examples (:func:`panel_epoch_estimate`): Σ over panels of epoch seconds × epochs ×
-    runs, plus each task's seconds × seeds. (None, what is missing) if some panel or task was never measured."""
+    runs, plus each task's seconds × seeds; ``statistic``: from the mean or the fastest measured epochs. (None,
+    what is missing) if some panel or task was never measured."""
     total, missing = 0.0, []
     for panel in spec.panels:
-        estimate = panel_epoch_estimate(panel, dirs)
+        estimate = panel_epoch_estimate(panel, dirs, statistic)
         if estimate is None:
             missing.append(panel.name)
             continue
@@ -223,12 +231,17 @@ def estimate_text(name: str, quick: bool) -> str:
     import_experiment_module(name)  # its task costs
     runs = sum(_runs(spec, p) for p in spec.panels)
     epochs = sum(p.epochs * _runs(spec, p) for p in spec.panels)
-    seconds, missing = estimate_seconds(spec, _measured_dirs(name))
+    dirs = _measured_dirs(name)
+    seconds, missing = estimate_seconds(spec, dirs)
     what = f"{runs} runs, {epochs} epochs" if spec.panels else f"{len(spec.tasks)} tasks"
     what += f", {len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}"
     if seconds is None:
         return f"{what}; estimate: not measured yet for {', '.join(missing)}"
-    return f"{what}; estimate ≈ {format_duration(seconds)} in one process (measured epoch times, scaled by examples)"
+    fastest, _ = estimate_seconds(spec, dirs, "min")
+    span = format_duration(seconds)
+    if fastest is not None and format_duration(fastest) != span:
+        span = f"{format_duration(fastest)} (fastest epochs) – {span} (mean epochs)"
+    return f"{what}; estimate ≈ {span} in one process (measured epoch times, scaled by examples)"
 
 
 def status_text(out: Path) -> str:
