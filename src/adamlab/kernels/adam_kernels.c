@@ -367,7 +367,9 @@ ROOFLINE_HALF(scalar, TARGET_SCALAR)
  * or in L2; the roofline loops prefetch alike, so that they stay the speed limit. A prefetch past the end
  * is harmless.
  */
+#ifndef PREFETCH_AHEAD /* (a -D for experiments) */
 #define PREFETCH_AHEAD 512
+#endif
 #define PREFETCH4(g, p, m, v, i)                                                                     \
     do {                                                                                             \
         __builtin_prefetch((g) + (i) + PREFETCH_AHEAD, 0, 3);                                        \
@@ -403,7 +405,7 @@ GENERIC_LOOPS(avx2, TARGET_AVX2, double)
  *  - Tails of fewer than a vector go through a zero-padded copy on the stack: every element takes the same
  *    arithmetic wherever thread splits and tensor ends fall.
  */
-#define PREFETCH_AHEAD_HALF 1024 /* elements: 2 KiB ahead, the same distance in bytes as PREFETCH4's */
+#define PREFETCH_AHEAD_HALF (2 * PREFETCH_AHEAD) /* elements: the same distance in bytes as PREFETCH4's */
 #define PREFETCH4_HALF(g, p, m, v, i)                                                                \
     do {                                                                                             \
         __builtin_prefetch((g) + (i) + PREFETCH_AHEAD_HALF, 0, 3);                                   \
@@ -420,23 +422,24 @@ GENERIC_LOOPS(avx2, TARGET_AVX2, double)
     const float bc2_f = (float)(1.0 / s->denom_scale) /* √(1 − β2^t), as torch's float */
 
 /* ---- AVX2 + FMA + F16C: a body takes 16 values (one 256-bit vector of each stream) as two float32 vectors
- * of 8. bf16 is widened by interleaving with zeros (vpunpck{l,h}wd: lanes 0-3 and 4-7 of each 128-bit half)
- * and narrowed by vpackusdw, which undoes that order; fp16 by F16C on the two 128-bit halves. */
+ * of 8. bf16: the even-numbered values (shifted up 16 bits) and the odd-numbered ones (the high halves of the
+ * 32-bit lanes, masked): one integer operation each, no shuffle; back by rounding both, shifting the even
+ * ones down and blending the 16-bit halves. fp16 by F16C on the two 128-bit halves. */
 
 TARGET_AVX2 static inline void bf16_in2_avx2(__m256i h, __m256 x[2]) {
-    x[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), h));
-    x[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), h));
+    x[0] = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+    x[1] = _mm256_castsi256_ps(_mm256_and_si256(h, _mm256_set1_epi32((int)0xffff0000u)));
 }
-/* Round to nearest even, into the low 16 bits of each lane. NaN needs no case of its own here: every NaN the
- * step makes comes from bf16 values or from arithmetic (quiet, low 16 bits zero), which this keeps a NaN
- * with the bits f_to_bf16 gives it. */
+/* Round to nearest even, into the high 16 bits of each lane (b + 0x7fff + ((b >> 16) & 1), f_to_bf16's).
+ * NaN needs no case of its own here: every NaN the step makes comes from bf16 values or from arithmetic
+ * (quiet, low 16 bits zero), which this keeps a NaN with the bits f_to_bf16 gives it. */
 TARGET_AVX2 static inline __m256i bf16_round_avx2(__m256 x) {
     const __m256i b = _mm256_castps_si256(x);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
-    return _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    return _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
 }
 TARGET_AVX2 static inline __m256i bf16_out2_avx2(const __m256 x[2]) {
-    return _mm256_packus_epi32(bf16_round_avx2(x[0]), bf16_round_avx2(x[1]));
+    return _mm256_blend_epi16(_mm256_srli_epi32(bf16_round_avx2(x[0]), 16), bf16_round_avx2(x[1]), 0xAA);
 }
 TARGET_AVX2 static inline void f16_in2_avx2(__m256i h, __m256 x[2]) {
     x[0] = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
@@ -459,17 +462,16 @@ TARGET_AVX2 static inline __m256 markstein_div_avx2(__m256 x, __m256 c, __m256 r
 #define HALF_AVX2_CONSTS(NAME)                                                                       \
     HALF_SCALARS;                                                                                    \
     const __m256 coeff = _mm256_set1_ps(coeff_f);                                                    \
-    const __m256 small = _mm256_castsi256_ps(_mm256_set1_epi32(small_c1 ? -1 : 0));                  \
     const __m256 b2 = _mm256_set1_ps((float)s->beta2), c2 = _mm256_set1_ps((float)(1.0 - s->beta2)); \
     const __m256 nstep = _mm256_set1_ps((float)(-s->step)), eps = _mm256_set1_ps((float)s->eps);     \
     const __m256 bc2 = _mm256_set1_ps(bc2_f), rbc2 = _mm256_set1_ps(1.0f / bc2_f);                  \
     const __m256 wd = _mm256_set1_ps((float)s->l2), decay = _mm256_set1_ps((float)s->decay);         \
-    const __m256 sign = _mm256_set1_ps((float)s->sign);                                          \
+    const __m256 negzero = _mm256_set1_ps(-0.0f);                                                    \
     const __m256i expo = _mm256_set1_epi16((short)NAME##_EXPONENT);                                  \
     (void)wd; (void)decay
 
 /* 16 values of half-precision Adam at P, G, M, V, VM; adds the non-finite count to `bad`. */
-#define HALF_AVX2_BODY(NAME, AMS, WD, P, G, M, V, VM)                                                \
+#define HALF_AVX2_BODY(NAME, AMS, WD, SMALL, MAX, P, G, M, V, VM)                                                \
     do {                                                                                             \
         const __m256i gh = _mm256_loadu_si256((const __m256i *)(G));                                 \
         const __m256i ph = _mm256_loadu_si256((const __m256i *)(P));                                 \
@@ -484,10 +486,10 @@ TARGET_AVX2 static inline __m256 markstein_div_avx2(__m256 x, __m256 c, __m256 r
         NAME##_in2_avx2(vh, vi);                                                                     \
         if (AMS) NAME##_in2_avx2(vmh, vmi);                                                          \
         for (int h = 0; h < 2; ++h) {                                                                \
-            __m256 ge = _mm256_mul_ps(gi[h], sign);                                                  \
+            __m256 ge = MAX ? _mm256_xor_ps(gi[h], negzero) : gi[h]; /* −g, exactly */               \
             if (WD == 1) ge = _mm256_fmadd_ps(pi[h], wd, ge);                                        \
             if (WD == 2) pi[h] = _mm256_mul_ps(pi[h], decay);                                        \
-            mn[h] = _mm256_fmadd_ps(coeff, _mm256_sub_ps(ge, mi[h]), _mm256_blendv_ps(ge, mi[h], small)); \
+            mn[h] = _mm256_fmadd_ps(coeff, _mm256_sub_ps(ge, mi[h]), SMALL ? mi[h] : ge);            \
             vn[h] = _mm256_fmadd_ps(_mm256_mul_ps(c2, ge), ge, _mm256_mul_ps(vi[h], b2));            \
             vu[h] = AMS ? _mm256_max_ps(vmi[h], vn[h]) : vn[h];                                      \
             /* √v/√(1 − β2^t), correctly rounded without a division (markstein_div_avx2), + ε */         \
@@ -509,8 +511,29 @@ TARGET_AVX2 static inline __m256 markstein_div_avx2(__m256 x, __m256 c, __m256 r
         if (AMS) _mm256_storeu_si256((__m256i *)(VM), vmout);                                        \
     } while (0)
 
-/* The loop around a body of W lanes: 32 values (one 64-byte line of each stream) per iteration, then W,
- * then a zero-padded tail. */
+/* The loop around a body of W values: 32 values (one 64-byte line of each stream) per iteration, then W,
+ * then a zero-padded tail; one copy for each lerp branch (SMALL: |1 − β1| < 0.5) and sign (MAX: maximize), so
+ * that the body does no work for either. */
+#define HALF_SIMD_RUN(NAME, BODY, W, AMS, WD, SMALL, MAX)                                           \
+    do {                                                                                             \
+        for (; i + 32 <= n; i += 32) {                                                               \
+            PREFETCH4_HALF(g, p, m, v, i);                                                           \
+            for (int j = 0; j < 32; j += W)                                                          \
+                BODY(NAME, AMS, WD, SMALL, MAX, p + i + j, g + i + j, m + i + j, v + i + j, vmax + i + j); \
+        }                                                                                            \
+        for (; i + W <= n; i += W) BODY(NAME, AMS, WD, SMALL, MAX, p + i, g + i, m + i, v + i, vmax + i); \
+        if (i < n) {                                                                                 \
+            uint16_t tp[W] = {0}, tg[W] = {0}, tm[W] = {0}, tv[W] = {0}, tvm[W] = {0};               \
+            const size_t bytes = (size_t)(n - i) * sizeof(uint16_t);                                 \
+            memcpy(tp, p + i, bytes); memcpy(tg, g + i, bytes);                                      \
+            memcpy(tm, m + i, bytes); memcpy(tv, v + i, bytes);                                      \
+            if (AMS) memcpy(tvm, vmax + i, bytes);                                                   \
+            BODY(NAME, AMS, WD, SMALL, MAX, tp, tg, tm, tv, tvm);                                    \
+            memcpy(p + i, tp, bytes); memcpy(m + i, tm, bytes); memcpy(v + i, tv, bytes);            \
+            if (AMS) memcpy(vmax + i, tvm, bytes);                                                   \
+        }                                                                                            \
+    } while (0)
+
 #define HALF_SIMD_LOOP(ISA, ATTR, NAME, BODY, CONSTS, W, AMS, WD)                                    \
     ATTR static int64_t adam_##NAME##_##ISA##_##AMS##_##WD(                                          \
         int64_t n, uint16_t *restrict p, const uint16_t *restrict g, uint16_t *restrict m,           \
@@ -518,21 +541,12 @@ TARGET_AVX2 static inline __m256 markstein_div_avx2(__m256 x, __m256 c, __m256 r
         CONSTS(NAME);                                                                                \
         int64_t bad = 0, i = 0;                                                                      \
         (void)vmax; (void)unused;                                                                    \
-        for (; i + 32 <= n; i += 32) {                                                               \
-            PREFETCH4_HALF(g, p, m, v, i);                                                           \
-            for (int j = 0; j < 32; j += W)                                                          \
-                BODY(NAME, AMS, WD, p + i + j, g + i + j, m + i + j, v + i + j, vmax + i + j);       \
-        }                                                                                            \
-        for (; i + W <= n; i += W) BODY(NAME, AMS, WD, p + i, g + i, m + i, v + i, vmax + i);        \
-        if (i < n) {                                                                                 \
-            uint16_t tp[W] = {0}, tg[W] = {0}, tm[W] = {0}, tv[W] = {0}, tvm[W] = {0};               \
-            const size_t bytes = (size_t)(n - i) * sizeof(uint16_t);                                 \
-            memcpy(tp, p + i, bytes); memcpy(tg, g + i, bytes);                                      \
-            memcpy(tm, m + i, bytes); memcpy(tv, v + i, bytes);                                      \
-            if (AMS) memcpy(tvm, vmax + i, bytes);                                                   \
-            BODY(NAME, AMS, WD, tp, tg, tm, tv, tvm);                                                \
-            memcpy(p + i, tp, bytes); memcpy(m + i, tm, bytes); memcpy(v + i, tv, bytes);            \
-            if (AMS) memcpy(vmax + i, tvm, bytes);                                                   \
+        if (small_c1) {                                                                              \
+            if (s->sign < 0) HALF_SIMD_RUN(NAME, BODY, W, AMS, WD, 1, 1);                            \
+            else HALF_SIMD_RUN(NAME, BODY, W, AMS, WD, 1, 0);                                        \
+        } else {                                                                                     \
+            if (s->sign < 0) HALF_SIMD_RUN(NAME, BODY, W, AMS, WD, 0, 1);                            \
+            else HALF_SIMD_RUN(NAME, BODY, W, AMS, WD, 0, 0);                                        \
         }                                                                                            \
         return bad;                                                                                  \
     }
@@ -736,19 +750,20 @@ TARGET_AVX2 static int64_t roofline_avx2(int64_t n, float *restrict p, const flo
 GENERIC_LOOPS(avx512, TARGET_AVX512, double)
 
 /* ---- AVX-512 (F, DQ, BW): a body takes 32 values (one 512-bit vector of each stream) as two float32
- * vectors of 16, the same step as HALF_AVX2_BODY with rcp14 and fpclass. */
+ * vectors of 16, as HALF_AVX2_BODY (even/odd split for bf16, F16C halves for fp16). */
 
 TARGET_AVX512 static inline void bf16_in2_avx512(__m512i h, __m512 x[2]) {
-    x[0] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), h));
-    x[1] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), h));
+    x[0] = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    x[1] = _mm512_castsi512_ps(_mm512_and_si512(h, _mm512_set1_epi32((int)0xffff0000u)));
 }
 TARGET_AVX512 static inline __m512i bf16_round_avx512(__m512 x) { /* as bf16_round_avx2 */
     const __m512i b = _mm512_castps_si512(x);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    return _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    return _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
 }
 TARGET_AVX512 static inline __m512i bf16_out2_avx512(const __m512 x[2]) {
-    return _mm512_packus_epi32(bf16_round_avx512(x[0]), bf16_round_avx512(x[1]));
+    return _mm512_mask_blend_epi16((__mmask32)0xAAAAAAAAu, _mm512_srli_epi32(bf16_round_avx512(x[0]), 16),
+                                   bf16_round_avx512(x[1]));
 }
 TARGET_AVX512 static inline void f16_in2_avx512(__m512i h, __m512 x[2]) {
     x[0] = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
@@ -768,16 +783,15 @@ TARGET_AVX512 static inline __m512 markstein_div_avx512(__m512 x, __m512 c, __m5
 #define HALF_AVX512_CONSTS(NAME)                                                                     \
     HALF_SCALARS;                                                                                    \
     const __m512 coeff = _mm512_set1_ps(coeff_f);                                                    \
-    const __mmask16 small = small_c1 ? (__mmask16)0xFFFF : (__mmask16)0;                             \
     const __m512 b2 = _mm512_set1_ps((float)s->beta2), c2 = _mm512_set1_ps((float)(1.0 - s->beta2)); \
     const __m512 nstep = _mm512_set1_ps((float)(-s->step)), eps = _mm512_set1_ps((float)s->eps);     \
     const __m512 bc2 = _mm512_set1_ps(bc2_f), rbc2 = _mm512_set1_ps(1.0f / bc2_f);                  \
     const __m512 wd = _mm512_set1_ps((float)s->l2), decay = _mm512_set1_ps((float)s->decay);         \
-    const __m512 sign = _mm512_set1_ps((float)s->sign);                                          \
+    const __m512i negzero = _mm512_set1_epi32((int)0x80000000u);                                     \
     const __m512i expo = _mm512_set1_epi16((short)NAME##_EXPONENT);                                  \
     (void)wd; (void)decay
 
-#define HALF_AVX512_BODY(NAME, AMS, WD, P, G, M, V, VM)                                              \
+#define HALF_AVX512_BODY(NAME, AMS, WD, SMALL, MAX, P, G, M, V, VM)                                              \
     do {                                                                                             \
         const __m512i gh = _mm512_loadu_si512((const void *)(G));                                    \
         const __m512i ph = _mm512_loadu_si512((const void *)(P));                                    \
@@ -791,10 +805,10 @@ TARGET_AVX512 static inline __m512 markstein_div_avx512(__m512 x, __m512 c, __m5
         NAME##_in2_avx512(vh, vi);                                                                   \
         if (AMS) NAME##_in2_avx512(vmh, vmi);                                                        \
         for (int h = 0; h < 2; ++h) {                                                                \
-            __m512 ge = _mm512_mul_ps(gi[h], sign);                                                  \
+            __m512 ge = MAX ? _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gi[h]), negzero)) : gi[h]; \
             if (WD == 1) ge = _mm512_fmadd_ps(pi[h], wd, ge);                                        \
             if (WD == 2) pi[h] = _mm512_mul_ps(pi[h], decay);                                        \
-            mn[h] = _mm512_fmadd_ps(coeff, _mm512_sub_ps(ge, mi[h]), _mm512_mask_blend_ps(small, ge, mi[h])); \
+            mn[h] = _mm512_fmadd_ps(coeff, _mm512_sub_ps(ge, mi[h]), SMALL ? mi[h] : ge);            \
             vn[h] = _mm512_fmadd_ps(_mm512_mul_ps(c2, ge), ge, _mm512_mul_ps(vi[h], b2));            \
             vu[h] = AMS ? _mm512_max_ps(vmi[h], vn[h]) : vn[h];                                      \
             const __m512 den = _mm512_add_ps(markstein_div_avx512(_mm512_sqrt_ps(vu[h]), bc2, rbc2), eps); \
