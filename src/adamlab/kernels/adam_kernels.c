@@ -88,8 +88,9 @@ static void adamax_scalars(const double *hp, int flags, double t, scalars_t *s) 
  * (dispatch below; adamlab_set_isa overrides it, for tests and the benchmark).
  *
  *  - ISA_SCALAR: the generic C loops (GCC vectorises them for the baseline: SSE2 on x86-64, NEON on aarch64);
- *  - ISA_AVX2:   AVX2 + FMA, 8 lanes, intrinsics (fp32); the generic loops for fp64, vectorised for AVX2;
- *  - ISA_AVX512: AVX-512 F + DQ, 16 lanes, intrinsics (fp32); the generic loops for fp64.
+ *  - ISA_AVX2:   AVX2 + FMA + F16C, 8 lanes, intrinsics (fp32, bf16, fp16); the generic loops for fp64,
+ *                vectorised for AVX2;
+ *  - ISA_AVX512: AVX-512 F + DQ + BW, 16 lanes, intrinsics (fp32, bf16, fp16); the generic loops for fp64.
  *
  * Every build computes the same formulas in the same order; the fp32 builds differ from each other only in
  * the rounding of the quotient m/(√v·s + ε) (see ADAM_AVX512) and in FMA contraction. The tests check each
@@ -742,7 +743,7 @@ TARGET_AVX2 static int64_t roofline_avx2(int64_t n, float *restrict p, const flo
     return 0;
 }
 
-/* ---------------------------------------------------------------- AVX-512 F + DQ (16 lanes) */
+/* ---------------------------------------------------------------- AVX-512 F + DQ + BW (16 lanes) */
 
 GENERIC_LOOPS(avx512, TARGET_AVX512, double)
 
