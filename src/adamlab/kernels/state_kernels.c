@@ -203,10 +203,6 @@ typedef struct {
 
 Q8_BLOCKS_GENERIC(scalar, TARGET_SCALAR)
 BF_LOOPS_GENERIC(scalar, TARGET_SCALAR)
-#ifdef ADAMLAB_X86
-BF_LOOPS_GENERIC(avx2, TARGET_AVX2)
-BF_LOOPS_GENERIC(avx512, TARGET_AVX512) /* its int8 blocks: Q8_BLOCK_AVX512 below */
-#endif
 
 #ifdef ADAMLAB_X86
 /*
@@ -480,6 +476,180 @@ Q8_BLOCK_AVX2(0, 2)
 Q8_BLOCK_AVX2(1, 0)
 Q8_BLOCK_AVX2(1, 1)
 Q8_BLOCK_AVX2(1, 2)
+#endif
+
+#ifdef ADAMLAB_X86
+/*
+ * bf16 state with intrinsics (AVX-512: 16 lanes; AVX2: 8), the generic loop's operations in its order:
+ * decode = zero-extension of the 16 bits and a shift left by 16; the update as Q_UPDATE (no FMA, exact √ and
+ * division; a non-positive denominator gives a zero step); the random bits mix(key ^ i) >> 16 in 32-bit
+ * integer lanes (vpmulld), without mix's last x ^= x >> 16, which leaves the high 16 bits unchanged; encode
+ * (bits(x) + r) >> 16 and NaN → 0x7FC0 by a compare and a blend, narrowed to 16 bits (vpmovdw / packusdw).
+ */
+TARGET_AVX512 static inline __m512i q_rand16_avx512(__m512i x) { /* mix32(x) >> 16 */
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
+    return _mm512_srli_epi32(x, 16);
+}
+
+TARGET_AVX512 static inline __m512i q_bf16_round_avx512(__m512 x, __m512i r) { /* 32-bit lanes, high half 0 */
+    const __m512i b = _mm512_srli_epi32(_mm512_add_epi32(_mm512_castps_si512(x), r), 16);
+    return _mm512_mask_mov_epi32(b, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+}
+
+/* The update of 16 lanes (Q_UPDATE's operations): returns the finite-gradient mask; *pn, *mf, *vf as there. */
+__attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_avx512(
+    int adamax, int wd, const qscalars_t *c, __m512 gi, __m512 pi, __m512 mt, __m512 vt, __m512 *pn, __m512 *mf,
+    __m512 *vf) {
+    const __mmask16 ok = (__mmask16)~_mm512_fpclass_ps_mask(gi, 0x99); /* not NaN, not ±∞ */
+    __m512 ge = _mm512_mul_ps(gi, _mm512_set1_ps(c->sign));
+    if (wd == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(_mm512_set1_ps(c->l2), pi));
+    const __m512 pd = wd == 2 ? _mm512_mul_ps(pi, _mm512_set1_ps(c->decay)) : pi;
+    const __m512 mn =
+        _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->b1), mt), _mm512_mul_ps(_mm512_set1_ps(c->c1), ge));
+    const __m512 b2 = _mm512_set1_ps(c->b2), dmul = _mm512_set1_ps(c->dmul), eps = _mm512_set1_ps(c->eps);
+    __m512 vn, den;
+    if (adamax) {
+        vn = _mm512_max_ps(_mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));
+        den = _mm512_add_ps(_mm512_mul_ps(vn, dmul), eps);
+    } else {
+        vn = _mm512_add_ps(_mm512_mul_ps(b2, vt), _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), ge), ge));
+        den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vn), dmul), eps);
+    }
+    const __m512 step = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(c->nstep), mn), den);
+    const __mmask16 pos = _mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_GT_OQ);
+    *pn = _mm512_mask_blend_ps(ok, pi, _mm512_add_ps(pd, _mm512_maskz_mov_ps(pos, step)));
+    *mf = _mm512_mask_blend_ps(ok, mt, mn);
+    *vf = _mm512_mask_blend_ps(ok, vt, vn);
+    return ok;
+}
+
+#define BF_LOOP_AVX512(ADAMAX, WD)                                                                \
+    TARGET_AVX512 static int64_t bfs_avx512_##ADAMAX##_##WD(int64_t n, int64_t i0, float *restrict p,  \
+                                                          const float *restrict g, uint16_t *restrict m, \
+                                                          uint16_t *restrict v, const qscalars_t *c) { \
+        const __m512i key_m = _mm512_set1_epi32((int)c->key_m), key_v = _mm512_set1_epi32((int)c->key_v); \
+        __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i0),                     \
+                                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)); \
+        const __m512i sixteen = _mm512_set1_epi32(16);                                            \
+        int64_t bad = 0;                                                                          \
+        for (int64_t i = 0; i < n; i += 16, idx = _mm512_add_epi32(idx, sixteen)) {               \
+            const int full = n - i >= 16;                                                         \
+            const __mmask16 k = full ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(n - i)) - 1u); \
+            const __m256i mb = full ? _mm256_loadu_si256((const __m256i *)(m + i))                \
+                                    : _mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)k, m + i));                         \
+            const __m256i vb = full ? _mm256_loadu_si256((const __m256i *)(v + i))                \
+                                    : _mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)k, v + i));                         \
+            const __m512 mt = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(mb), 16)); \
+            const __m512 vt = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(vb), 16)); \
+            const __m512 gi = full ? _mm512_loadu_ps(g + i) : _mm512_maskz_loadu_ps(k, g + i);    \
+            const __m512 pi = full ? _mm512_loadu_ps(p + i) : _mm512_maskz_loadu_ps(k, p + i);    \
+            __m512 pn, mf, vf;                                                                    \
+            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf);   \
+            bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                            \
+            const __m512i mo = q_bf16_round_avx512(mf, q_rand16_avx512(_mm512_xor_si512(key_m, idx))); \
+            const __m512i vo = q_bf16_round_avx512(vf, q_rand16_avx512(_mm512_xor_si512(key_v, idx))); \
+            if (full) {                                                                           \
+                _mm512_storeu_ps(p + i, pn);                                                      \
+                _mm256_storeu_si256((__m256i *)(m + i), _mm512_cvtepi32_epi16(mo));               \
+                _mm256_storeu_si256((__m256i *)(v + i), _mm512_cvtepi32_epi16(vo));               \
+            } else {                                                                              \
+                _mm512_mask_storeu_ps(p + i, k, pn);                                              \
+                _mm512_mask_cvtepi32_storeu_epi16(m + i, k, mo);                                  \
+                _mm512_mask_cvtepi32_storeu_epi16(v + i, k, vo);                                  \
+            }                                                                                     \
+        }                                                                                         \
+        return bad;                                                                               \
+    }
+BF_LOOP_AVX512(0, 0)
+BF_LOOP_AVX512(0, 1)
+BF_LOOP_AVX512(0, 2)
+BF_LOOP_AVX512(1, 0)
+BF_LOOP_AVX512(1, 1)
+BF_LOOP_AVX512(1, 2)
+
+TARGET_AVX2 static inline __m256i q_rand16_avx2(__m256i x) { /* mix32(x) >> 16 */
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bu));
+    return _mm256_srli_epi32(x, 16);
+}
+
+/* 8 lanes rounded to bf16 with the random bits r, narrowed to 8 × 16 bits. */
+TARGET_AVX2 static inline __m128i q_bf16_round_avx2(__m256 x, __m256i r) {
+    __m256i b = _mm256_srli_epi32(_mm256_add_epi32(_mm256_castps_si256(x), r), 16);
+    b = _mm256_blendv_epi8(b, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+    return _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)); /* b ≤ 0xFFFF */
+}
+
+/* 8 lanes of bf16 state: element idx.. of the tensor at p, g, m, v (all 8 lanes read and written). */
+__attribute__((always_inline)) TARGET_AVX2 static inline int bf_avx2_8(int adamax, int wd, float *p,
+                                                                    const float *g, uint16_t *m, uint16_t *v,
+                                                                    __m256i idx, const qscalars_t *c) {
+    const __m256 mt = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)m)), 16));
+    const __m256 vt = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)v)), 16));
+    const __m256 gi = _mm256_loadu_ps(g), pi = _mm256_loadu_ps(p), zero = _mm256_setzero_ps();
+    const __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(gi, gi), zero, _CMP_EQ_OQ);
+    __m256 ge = _mm256_mul_ps(gi, _mm256_set1_ps(c->sign));
+    if (wd == 1) ge = _mm256_add_ps(ge, _mm256_mul_ps(_mm256_set1_ps(c->l2), pi));
+    const __m256 pd = wd == 2 ? _mm256_mul_ps(pi, _mm256_set1_ps(c->decay)) : pi;
+    const __m256 mn = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(c->c1), ge));
+    const __m256 b2 = _mm256_set1_ps(c->b2), dmul = _mm256_set1_ps(c->dmul), eps = _mm256_set1_ps(c->eps);
+    __m256 vn, den;
+    if (adamax) {
+        vn = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge));
+        den = _mm256_add_ps(_mm256_mul_ps(vn, dmul), eps);
+    } else {
+        vn = _mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(c->c2), ge), ge));
+        den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vn), dmul), eps);
+    }
+    const __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mn), den);
+    const __m256 pu = _mm256_add_ps(pd, _mm256_and_ps(step, _mm256_cmp_ps(den, zero, _CMP_GT_OQ)));
+    _mm256_storeu_ps(p, _mm256_blendv_ps(pi, pu, ok));
+    const __m256 mf = _mm256_blendv_ps(mt, mn, ok), vf = _mm256_blendv_ps(vt, vn, ok);
+    _mm_storeu_si128((__m128i *)m,
+                     q_bf16_round_avx2(mf, q_rand16_avx2(_mm256_xor_si256(_mm256_set1_epi32((int)c->key_m), idx))));
+    _mm_storeu_si128((__m128i *)v,
+                     q_bf16_round_avx2(vf, q_rand16_avx2(_mm256_xor_si256(_mm256_set1_epi32((int)c->key_v), idx))));
+    return 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
+}
+
+/* A tail of fewer than 8 goes through zero-padded copies (a zero lane counts as finite). */
+#define BF_LOOP_AVX2(ADAMAX, WD)                                                                  \
+    TARGET_AVX2 static int64_t bfs_avx2_##ADAMAX##_##WD(int64_t n, int64_t i0, float *restrict p,  \
+                                                      const float *restrict g, uint16_t *restrict m, \
+                                                      uint16_t *restrict v, const qscalars_t *c) { \
+        __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)i0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); \
+        const __m256i eight = _mm256_set1_epi32(8);                                               \
+        int64_t bad = 0, i = 0;                                                                   \
+        for (; i + 8 <= n; i += 8, idx = _mm256_add_epi32(idx, eight))                            \
+            bad += bf_avx2_8(ADAMAX, WD, p + i, g + i, m + i, v + i, idx, c);                     \
+        if (i < n) {                                                                              \
+            const size_t r = (size_t)(n - i);                                                     \
+            float tp[8] = {0}, tg[8] = {0};                                                       \
+            uint16_t tm[8] = {0}, tv[8] = {0};                                                    \
+            memcpy(tp, p + i, r * sizeof(float));                                                 \
+            memcpy(tg, g + i, r * sizeof(float));                                                 \
+            memcpy(tm, m + i, r * sizeof(uint16_t));                                              \
+            memcpy(tv, v + i, r * sizeof(uint16_t));                                              \
+            bad += bf_avx2_8(ADAMAX, WD, tp, tg, tm, tv, idx, c);                                 \
+            memcpy(p + i, tp, r * sizeof(float));                                                 \
+            memcpy(m + i, tm, r * sizeof(uint16_t));                                              \
+            memcpy(v + i, tv, r * sizeof(uint16_t));                                              \
+        }                                                                                         \
+        return bad;                                                                               \
+    }
+BF_LOOP_AVX2(0, 0)
+BF_LOOP_AVX2(0, 1)
+BF_LOOP_AVX2(0, 2)
+BF_LOOP_AVX2(1, 0)
+BF_LOOP_AVX2(1, 1)
+BF_LOOP_AVX2(1, 2)
 #endif
 
 static const q_isa_loops_t Q_ISA_LOOPS[ISA_COUNT] = {
