@@ -245,15 +245,15 @@ ROOFLINE_GENERIC(scalar, TARGET_SCALAR)
 /*
  * Half-precision parameters (bfloat16, float16): θ, g, m, v (and v_max) stored in the parameter's dtype, as
  * torch keeps them; the arithmetic in float32, in registers, in the order of torch's fused CPU Adam
- * (aten/src/ATen/native/cpu/FusedAdamKernel.cpp), so that the results match it: m by lerp,
- * m + (1 − β1)(g − m) as one FMA (or g − (g − m)·β1 where 1 − β1 ≥ 0.5), v = v·β2 + ((1 − β2)·g)·g,
- * denominator √v · (1/√(1 − β2^t)) + ε (torch divides by √(1 − β2^t): the product differs from the quotient
- * by an ulp of float32 at most, which the rounding to bf16/fp16 absorbs; bit-identical bf16 results on 10⁶
- * coordinates × 5 steps, and one divider operation fewer: 14% faster), θ + ((−α/(1 − β1^t))·m)/denominator,
- * each operation rounded to float32
- * (the library is built with -ffp-contract=off: no other FMA than the lerp's), the float32 m and v (not their rounded copies) used for
- * θ, and every stored value rounded to nearest even. Options: those of Adam (maximize, L2 or decoupled
- * weight decay, AMSGrad, bias correction, ε-hat, √t learning rate, β1 decay); averaging is not offered.
+ * (aten/src/ATen/native/cpu/FusedAdamKernel.cpp) and with the FMAs its compiler makes, so that the results
+ * are its bits exactly: g_t = fma(θ, λ, g) (L2), m by lerp, m + (1 − β1)(g_t − m) as one FMA (or
+ * g_t − (g_t − m)·β1 where 1 − β1 ≥ 0.5), v = fma((1 − β2)·g_t, g_t, v·β2), denominator √v/√(1 − β2^t) + ε,
+ * θ + ((−α/(1 − β1^t))·m)/denominator, every other operation rounded to float32 (the library is built with
+ * -ffp-contract=off: no FMA but those written), the float32 m and v (not their rounded copies) used for θ,
+ * and every stored value rounded to nearest even. (torch's contractions were found by emulating each
+ * candidate against torch._fused_adam_ on 10⁶ coordinates; tests/test_kernels_half.py checks every build
+ * bit for bit.) Options: those of Adam (maximize, L2 or decoupled weight decay, AMSGrad, bias correction,
+ * ε-hat, √t learning rate, β1 decay); averaging is not offered.
  */
 static inline float bf16_to_f(uint16_t h) {
     uint32_t b = (uint32_t)h << 16;
@@ -388,9 +388,11 @@ GENERIC_LOOPS(avx2, TARGET_AVX2, double)
  * Half-precision Adam with explicit SIMD (AVX2 + FMA + F16C; AVX-512 F/DQ/BW): the arithmetic and rounding of
  * ADAM_HALF_LOOP (torch's fused CPU Adam), equal to it bit for bit on every coordinate.
  *
- *  - bf16 ↔ fp32 by integer operations: widened by interleaving with zeros (vpunpck{l,h}wd), narrowed by
- *    round-to-nearest-even on the bits, (b + 0x7fff + ((b >> 16) & 1)) >> 16, and vpackusdw (which undoes the
- *    interleaving's order). Not AVX512_BF16's vcvtneps2bf16: measured on this Xeon, it flushes subnormal
+ *  - bf16 ↔ fp32 by integer operations, no shuffles: the even-numbered values shifted up 16 bits and the
+ *    odd-numbered ones masked (two float vectors), back by round-to-nearest-even on the bits,
+ *    b + 0x7fff + ((b >> 16) & 1), and a 16-bit blend of the high halves (in cache no faster than an
+ *    unpack/pack pair on this Xeon, but it leaves the shuffle port free). Not AVX512_BF16's vcvtneps2bf16:
+ *    measured on this Xeon, it flushes subnormal
  *    inputs to zero (0x00400000 → 0x0000, where torch gives 0x0040); torch's conversion does not.
  *    fp16 ↔ fp32 by F16C's vcvtph2ps / vcvtps2ph (round to nearest even; exact, subnormals included).
  *  - The denominator √v/√(1 − β2^t) + ε: torch divides by √(1 − β2^t). Two divisions and a √ a vector
@@ -472,7 +474,7 @@ TARGET_AVX2 static inline __m256 markstein_div_avx2(__m256 x, __m256 c, __m256 r
     (void)wd; (void)decay
 
 /* 16 values of half-precision Adam at P, G, M, V, VM; adds the non-finite count to `bad`. */
-#define HALF_AVX2_BODY(NAME, AMS, WD, SMALL, MAX, P, G, M, V, VM)                                                \
+#define HALF_AVX2_BODY(NAME, AMS, WD, SMALL, MAX, P, G, M, V, VM)                                \
     do {                                                                                             \
         const __m256i gh = _mm256_loadu_si256((const __m256i *)(G));                                 \
         const __m256i ph = _mm256_loadu_si256((const __m256i *)(P));                                 \
@@ -789,7 +791,7 @@ TARGET_AVX512 static inline __m512 markstein_div_avx512(__m512 x, __m512 c, __m5
     const __m512i expo = _mm512_set1_epi16((short)NAME##_EXPONENT);                                  \
     (void)wd; (void)decay
 
-#define HALF_AVX512_BODY(NAME, AMS, WD, SMALL, MAX, P, G, M, V, VM)                                              \
+#define HALF_AVX512_BODY(NAME, AMS, WD, SMALL, MAX, P, G, M, V, VM)                              \
     do {                                                                                             \
         const __m512i gh = _mm512_loadu_si512((const void *)(G));                                    \
         const __m512i ph = _mm512_loadu_si512((const void *)(P));                                    \
