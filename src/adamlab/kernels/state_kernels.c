@@ -486,20 +486,26 @@ Q8_BLOCK_AVX2(1, 2)
  * integer lanes (vpmulld), without mix's last x ^= x >> 16, which leaves the high 16 bits unchanged; encode
  * (bits(x) + r) >> 16 and NaN → 0x7FC0 by a compare and a blend, narrowed to 16 bits (vpmovdw / packusdw).
  */
-TARGET_AVX512 static inline __m512i q_rand16_avx512(__m512i x) { /* mix32(x) >> 16 */
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+/* mix32(x) >> 16 for x = key ^ i, from key' = key ^ (key >> 16) and j = i ^ (i >> 16): mix's first x ^= x >> 16
+ * is key' ^ j (a shift distributes over ^), so j is shared by m's and v's bits. */
+TARGET_AVX512 static inline __m512i q_rand16_avx512(__m512i key1, __m512i j) {
+    __m512i x = _mm512_xor_si512(key1, j);
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
     return _mm512_srli_epi32(x, 16);
 }
 
-TARGET_AVX512 static inline __m512i q_bf16_round_avx512(__m512 x, __m512i r) { /* 32-bit lanes, high half 0 */
-    const __m512i b = _mm512_srli_epi32(_mm512_add_epi32(_mm512_castps_si512(x), r), 16);
-    return _mm512_mask_mov_epi32(b, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+/* bits(x) + r (r < 2^16), or 0x7FC00000 where x is NaN: the bf16 code in the high 16 bits of each lane. */
+TARGET_AVX512 static inline __m512i q_bf16_round_avx512(__m512 x, __m512i r) {
+    const __m512i b = _mm512_add_epi32(_mm512_castps_si512(x), r);
+    return _mm512_mask_mov_epi32(b, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC00000));
 }
 
-/* The update of 16 lanes (Q_UPDATE's operations): returns the finite-gradient mask; *pn, *mf, *vf as there. */
+/* The update of 16 lanes (Q_UPDATE's operations, each rounded, in its order): returns the finite-gradient
+ * mask; *pn the new θ (the old one where g is not finite), *mf, *vf the m, v to store (the old m̃, ṽ there).
+ * Masked forms instead of blends: m, v are computed only in the finite lanes (the others keep m̃, ṽ), the
+ * step is a zero-masked division (0 where the denominator is not positive), θ a masked add. */
 __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_avx512(
     int adamax, int wd, const qscalars_t *c, __m512 gi, __m512 pi, __m512 mt, __m512 vt, __m512 *pn, __m512 *mf,
     __m512 *vf) {
@@ -507,30 +513,41 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
     __m512 ge = _mm512_mul_ps(gi, _mm512_set1_ps(c->sign));
     if (wd == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(_mm512_set1_ps(c->l2), pi));
     const __m512 pd = wd == 2 ? _mm512_mul_ps(pi, _mm512_set1_ps(c->decay)) : pi;
-    const __m512 mn =
-        _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->b1), mt), _mm512_mul_ps(_mm512_set1_ps(c->c1), ge));
+    const __m512 mn = _mm512_mask_add_ps(mt, ok, _mm512_mul_ps(_mm512_set1_ps(c->b1), mt),
+                                         _mm512_mul_ps(_mm512_set1_ps(c->c1), ge));
     const __m512 b2 = _mm512_set1_ps(c->b2), dmul = _mm512_set1_ps(c->dmul), eps = _mm512_set1_ps(c->eps);
     __m512 vn, den;
     if (adamax) {
-        vn = _mm512_max_ps(_mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));
+        vn = _mm512_mask_max_ps(vt, ok, _mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));
         den = _mm512_add_ps(_mm512_mul_ps(vn, dmul), eps);
     } else {
-        vn = _mm512_add_ps(_mm512_mul_ps(b2, vt), _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), ge), ge));
+        vn = _mm512_mask_add_ps(vt, ok, _mm512_mul_ps(b2, vt),
+                                _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), ge), ge));
         den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vn), dmul), eps);
     }
-    const __m512 step = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(c->nstep), mn), den);
     const __mmask16 pos = _mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_GT_OQ);
-    *pn = _mm512_mask_blend_ps(ok, pi, _mm512_add_ps(pd, _mm512_maskz_mov_ps(pos, step)));
-    *mf = _mm512_mask_blend_ps(ok, mt, mn);
-    *vf = _mm512_mask_blend_ps(ok, vt, vn);
+    const __m512 step = _mm512_maskz_div_ps(pos, _mm512_mul_ps(_mm512_set1_ps(c->nstep), mn), den);
+    *pn = _mm512_mask_add_ps(pi, ok, pd, step);
+    *mf = mn;
+    *vf = vn;
     return ok;
 }
+
+/* The words 1, 3, …, 31 of a then of b: the high halves of 16 lanes of a, then of b (vpermt2w). */
+static const uint16_t Q_ODD_WORDS[32] __attribute__((aligned(64))) = {
+    1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+    33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+/* Word k of the source into word 2k + 1 (the zero mask clears the even words): bf16 → float32 bits. */
+static const uint16_t Q_WIDEN_WORDS[32] __attribute__((aligned(64))) = {
+    0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15};
 
 #define BF_LOOP_AVX512(ADAMAX, WD)                                                                \
     TARGET_AVX512 static int64_t bfs_avx512_##ADAMAX##_##WD(int64_t n, int64_t i0, float *restrict p,  \
                                                           const float *restrict g, uint16_t *restrict m, \
                                                           uint16_t *restrict v, const qscalars_t *c) { \
-        const __m512i key_m = _mm512_set1_epi32((int)c->key_m), key_v = _mm512_set1_epi32((int)c->key_v); \
+        const __m512i key_m = _mm512_set1_epi32((int)(c->key_m ^ (c->key_m >> 16)));              \
+        const __m512i key_v = _mm512_set1_epi32((int)(c->key_v ^ (c->key_v >> 16)));              \
+        const __m512i odd = _mm512_load_si512(Q_ODD_WORDS), widen = _mm512_load_si512(Q_WIDEN_WORDS); \
         __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)i0),                     \
                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)); \
         const __m512i sixteen = _mm512_set1_epi32(16);                                            \
@@ -538,27 +555,30 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
         for (int64_t i = 0; i < n; i += 16, idx = _mm512_add_epi32(idx, sixteen)) {               \
             const int full = n - i >= 16;                                                         \
             const __mmask16 k = full ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(n - i)) - 1u); \
-            const __m256i mb = full ? _mm256_loadu_si256((const __m256i *)(m + i))                \
-                                    : _mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)k, m + i));                         \
-            const __m256i vb = full ? _mm256_loadu_si256((const __m256i *)(v + i))                \
-                                    : _mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)k, v + i));                         \
-            const __m512 mt = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(mb), 16)); \
-            const __m512 vt = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(vb), 16)); \
+            const __m512i mb = full ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(m + i))) \
+                                    : _mm512_maskz_loadu_epi16((__mmask32)k, m + i);              \
+            const __m512i vb = full ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(v + i))) \
+                                    : _mm512_maskz_loadu_epi16((__mmask32)k, v + i);              \
+            const __m512 mt = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, widen, mb)); \
+            const __m512 vt = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, widen, vb)); \
             const __m512 gi = full ? _mm512_loadu_ps(g + i) : _mm512_maskz_loadu_ps(k, g + i);    \
             const __m512 pi = full ? _mm512_loadu_ps(p + i) : _mm512_maskz_loadu_ps(k, p + i);    \
             __m512 pn, mf, vf;                                                                    \
             const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf);   \
             bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                            \
-            const __m512i mo = q_bf16_round_avx512(mf, q_rand16_avx512(_mm512_xor_si512(key_m, idx))); \
-            const __m512i vo = q_bf16_round_avx512(vf, q_rand16_avx512(_mm512_xor_si512(key_v, idx))); \
+            const __m512i j = _mm512_xor_si512(idx, _mm512_srli_epi32(idx, 16));                  \
+            const __m512i mo = q_bf16_round_avx512(mf, q_rand16_avx512(key_m, j));                \
+            const __m512i vo = q_bf16_round_avx512(vf, q_rand16_avx512(key_v, j));                \
+            const __m512i mv = _mm512_permutex2var_epi16(mo, odd, vo); /* m's 16 codes, then v's */ \
+            const __m256i vh = _mm512_extracti64x4_epi64(mv, 1);                                  \
             if (full) {                                                                           \
                 _mm512_storeu_ps(p + i, pn);                                                      \
-                _mm256_storeu_si256((__m256i *)(m + i), _mm512_cvtepi32_epi16(mo));               \
-                _mm256_storeu_si256((__m256i *)(v + i), _mm512_cvtepi32_epi16(vo));               \
+                _mm256_storeu_si256((__m256i *)(m + i), _mm512_castsi512_si256(mv));              \
+                _mm256_storeu_si256((__m256i *)(v + i), vh);                                      \
             } else {                                                                              \
                 _mm512_mask_storeu_ps(p + i, k, pn);                                              \
-                _mm512_mask_cvtepi32_storeu_epi16(m + i, k, mo);                                  \
-                _mm512_mask_cvtepi32_storeu_epi16(v + i, k, vo);                                  \
+                _mm512_mask_storeu_epi16(m + i, (__mmask32)k, mv);                                \
+                _mm512_mask_storeu_epi16(v + i, (__mmask32)k, _mm512_castsi256_si512(vh));        \
             }                                                                                     \
         }                                                                                         \
         return bad;                                                                               \
