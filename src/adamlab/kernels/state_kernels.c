@@ -265,6 +265,37 @@ TARGET_AVX512 static inline __m512i q_codes_avx512(__m512 r, int kind) {
     return _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(r, t, _CMP_GE_OQ), k, one);
 }
 
+/* The update of 16 lanes (Q_UPDATE's operations, each rounded, in its order): returns the finite-gradient
+ * mask; *pn the new θ (the old one where g is not finite), *mf, *vf the m, v to store (the old m̃, ṽ there).
+ * Masked forms instead of blends: m, v are computed only in the finite lanes (the others keep m̃, ṽ), the
+ * step is a zero-masked division (0 where the denominator is not positive), θ a masked add. */
+__attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_avx512(
+    int adamax, int wd, const qscalars_t *c, __m512 gi, __m512 pi, __m512 mt, __m512 vt, __m512 *pn, __m512 *mf,
+    __m512 *vf) {
+    const __mmask16 ok = (__mmask16)~_mm512_fpclass_ps_mask(gi, 0x99); /* not NaN, not ±∞ */
+    __m512 ge = _mm512_mul_ps(gi, _mm512_set1_ps(c->sign));
+    if (wd == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(_mm512_set1_ps(c->l2), pi));
+    const __m512 pd = wd == 2 ? _mm512_mul_ps(pi, _mm512_set1_ps(c->decay)) : pi;
+    const __m512 mn = _mm512_mask_add_ps(mt, ok, _mm512_mul_ps(_mm512_set1_ps(c->b1), mt),
+                                         _mm512_mul_ps(_mm512_set1_ps(c->c1), ge));
+    const __m512 b2 = _mm512_set1_ps(c->b2), dmul = _mm512_set1_ps(c->dmul), eps = _mm512_set1_ps(c->eps);
+    __m512 vn, den;
+    if (adamax) {
+        vn = _mm512_mask_max_ps(vt, ok, _mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));
+        den = _mm512_add_ps(_mm512_mul_ps(vn, dmul), eps);
+    } else {
+        vn = _mm512_mask_add_ps(vt, ok, _mm512_mul_ps(b2, vt),
+                                _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), ge), ge));
+        den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vn), dmul), eps);
+    }
+    const __mmask16 pos = _mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 step = _mm512_maskz_div_ps(pos, _mm512_mul_ps(_mm512_set1_ps(c->nstep), mn), den);
+    *pn = _mm512_mask_add_ps(pi, ok, pd, step);
+    *mf = mn;
+    *vf = vn;
+    return ok;
+}
+
 #define Q8_BLOCK_AVX512(ADAMAX, WD)                                                               \
     TARGET_AVX512 static int64_t q8_avx512_##ADAMAX##_##WD(                                     \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
@@ -272,16 +303,10 @@ TARGET_AVX512 static inline __m512i q_codes_avx512(__m512 r, int kind) {
         float *restrict tv, const qscalars_t *c) {                                              \
         const __m512 s_m = _mm512_set1_ps(*sm), s_v = _mm512_set1_ps(*sv);                     \
         const __m512 k127 = _mm512_set1_ps(1.0f / 127.0f), k255 = _mm512_set1_ps(1.0f / 255.0f); \
-        const __m512 b1 = _mm512_set1_ps(c->b1), c1 = _mm512_set1_ps(c->c1);                    \
-        const __m512 b2 = _mm512_set1_ps(c->b2), c2 = _mm512_set1_ps(c->c2);                    \
-        const __m512 nstep = _mm512_set1_ps(c->nstep), dmul = _mm512_set1_ps(c->dmul);          \
-        const __m512 eps = _mm512_set1_ps(c->eps), l2 = _mm512_set1_ps(c->l2);                  \
-        const __m512 decay = _mm512_set1_ps(c->decay), sign = _mm512_set1_ps(c->sign);          \
         const __m512 zero = _mm512_setzero_ps(), signbit = _mm512_set1_ps(-0.0f);               \
         const __m512i absmask = _mm512_set1_epi32(0x7fffffff);                                  \
         __m512i max_m = _mm512_setzero_si512(), max_v = _mm512_setzero_si512();                 \
         int64_t bad = 0;                                                                        \
-        (void)c2; (void)l2; (void)decay;                                                        \
         for (int64_t i = 0; i < nb; i += 16) {                                                  \
             const __mmask16 k =                                                                 \
                 nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
@@ -295,24 +320,10 @@ TARGET_AVX512 static inline __m512i q_codes_avx512(__m512 r, int kind) {
             const __m512 bv = _mm512_mul_ps(av, av);                                            \
             const __m512 vt = ADAMAX ? _mm512_mul_ps(bv, s_v) : _mm512_mul_ps(_mm512_mul_ps(bv, bv), s_v); \
             const __m512 gi = _mm512_maskz_loadu_ps(k, g + i), pi = _mm512_maskz_loadu_ps(k, p + i); \
-            const __mmask16 ok = k & (__mmask16)~_mm512_fpclass_ps_mask(gi, 0x99);              \
+            __m512 pn, mf, vf;                                                                  \
+            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf); \
             bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                          \
-            __m512 ge = _mm512_mul_ps(gi, sign);                                                \
-            if (WD == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(l2, pi));                         \
-            const __m512 pd = WD == 2 ? _mm512_mul_ps(pi, decay) : pi;                          \
-            const __m512 mn = _mm512_add_ps(_mm512_mul_ps(b1, mt), _mm512_mul_ps(c1, ge));      \
-            __m512 vn, den;                                                                     \
-            if (ADAMAX) {                                                                       \
-                vn = _mm512_max_ps(_mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));                   \
-                den = _mm512_add_ps(_mm512_mul_ps(vn, dmul), eps);                              \
-            } else {                                                                            \
-                vn = _mm512_add_ps(_mm512_mul_ps(b2, vt), _mm512_mul_ps(_mm512_mul_ps(c2, ge), ge)); \
-                den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vn), dmul), eps);              \
-            }                                                                                   \
-            const __m512 step = _mm512_div_ps(_mm512_mul_ps(nstep, mn), den);                   \
-            const __mmask16 pos = _mm512_cmp_ps_mask(den, zero, _CMP_GT_OQ);                    \
-            _mm512_mask_storeu_ps(p + i, ok, _mm512_add_ps(pd, _mm512_maskz_mov_ps(pos, step))); \
-            const __m512 mf = _mm512_mask_blend_ps(ok, mt, mn), vf = _mm512_mask_blend_ps(ok, vt, vn); \
+            _mm512_mask_storeu_ps(p + i, k, pn);                                                \
             _mm512_storeu_ps(tm + i, mf); /* the buffers hold whole vectors: B is a multiple of 64 */ \
             _mm512_storeu_ps(tv + i, vf);                                                       \
             max_m = _mm512_mask_max_epu32(max_m, k, max_m, _mm512_and_si512(_mm512_castps_si512(mf), absmask)); \
@@ -500,37 +511,6 @@ TARGET_AVX512 static inline __m512i q_rand16_avx512(__m512i key1, __m512i j) {
 TARGET_AVX512 static inline __m512i q_bf16_round_avx512(__m512 x, __m512i r) {
     const __m512i b = _mm512_add_epi32(_mm512_castps_si512(x), r);
     return _mm512_mask_mov_epi32(b, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC00000));
-}
-
-/* The update of 16 lanes (Q_UPDATE's operations, each rounded, in its order): returns the finite-gradient
- * mask; *pn the new θ (the old one where g is not finite), *mf, *vf the m, v to store (the old m̃, ṽ there).
- * Masked forms instead of blends: m, v are computed only in the finite lanes (the others keep m̃, ṽ), the
- * step is a zero-masked division (0 where the denominator is not positive), θ a masked add. */
-__attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_avx512(
-    int adamax, int wd, const qscalars_t *c, __m512 gi, __m512 pi, __m512 mt, __m512 vt, __m512 *pn, __m512 *mf,
-    __m512 *vf) {
-    const __mmask16 ok = (__mmask16)~_mm512_fpclass_ps_mask(gi, 0x99); /* not NaN, not ±∞ */
-    __m512 ge = _mm512_mul_ps(gi, _mm512_set1_ps(c->sign));
-    if (wd == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(_mm512_set1_ps(c->l2), pi));
-    const __m512 pd = wd == 2 ? _mm512_mul_ps(pi, _mm512_set1_ps(c->decay)) : pi;
-    const __m512 mn = _mm512_mask_add_ps(mt, ok, _mm512_mul_ps(_mm512_set1_ps(c->b1), mt),
-                                         _mm512_mul_ps(_mm512_set1_ps(c->c1), ge));
-    const __m512 b2 = _mm512_set1_ps(c->b2), dmul = _mm512_set1_ps(c->dmul), eps = _mm512_set1_ps(c->eps);
-    __m512 vn, den;
-    if (adamax) {
-        vn = _mm512_mask_max_ps(vt, ok, _mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));
-        den = _mm512_add_ps(_mm512_mul_ps(vn, dmul), eps);
-    } else {
-        vn = _mm512_mask_add_ps(vt, ok, _mm512_mul_ps(b2, vt),
-                                _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), ge), ge));
-        den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vn), dmul), eps);
-    }
-    const __mmask16 pos = _mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_GT_OQ);
-    const __m512 step = _mm512_maskz_div_ps(pos, _mm512_mul_ps(_mm512_set1_ps(c->nstep), mn), den);
-    *pn = _mm512_mask_add_ps(pi, ok, pd, step);
-    *mf = mn;
-    *vf = vn;
-    return ok;
 }
 
 /* The words 1, 3, …, 31 of a then of b: the high halves of 16 lanes of a, then of b (vpermt2w). */
