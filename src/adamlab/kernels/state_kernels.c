@@ -252,16 +252,41 @@ TARGET_AVX512 static inline __m128i q_load16(const void *src, int64_t n) {
     return x;
 }
 
-/* The codes of r (≥ 0, or NaN/∞) under map `kind`, for 16 lanes. */
-TARGET_AVX512 static inline __m512i q_codes_avx512(__m512 r, int kind) {
+/* T[1..128] of m's square map (T[128] = ∞) in 8 registers: a gather-free lookup of T[k + 1], k ≤ 126. */
+typedef struct {
+    __m512 t[8];
+} q_mtable_t;
+
+TARGET_AVX512 static inline q_mtable_t q_mtable_avx512(void) {
+    q_mtable_t T;
+    for (int j = 0; j < 8; ++j) T.t[j] = _mm512_loadu_ps(q_thresholds[Q_KIND_M] + 1 + 16 * j);
+    return T;
+}
+
+/* The codes of r (≥ 0, or NaN/∞) under map `kind`, for 16 lanes; m's thresholds from MT (vpermt2ps on k's
+ * low 5 bits, then two levels of blends on bits 5 and 6), the others' by a gather. */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q_codes_avx512(__m512 r, int kind,
+                                                                                 const q_mtable_t *MT) {
     r = _mm512_min_ps(_mm512_set1_ps(2.0f), r); /* ∞ → 2; NaN stays NaN (minps returns its second operand) */
     __m512 y = _mm512_mul_ps(r, _mm512_rsqrt14_ps(r));
     if (kind == Q_KIND_V) y = _mm512_mul_ps(y, _mm512_rsqrt14_ps(y));
     const __m512 x = _mm512_mul_ps(_mm512_set1_ps(kind == Q_KIND_M ? 127.0f : 255.0f), y);
     __m512i k = _mm512_cvttps_epi32(x); /* ⌊x̂⌋ (x̂ ≥ 0); NaN → INT_MIN */
-    k = _mm512_min_epi32(_mm512_max_epi32(k, _mm512_setzero_si512()), _mm512_set1_epi32(kind == Q_KIND_M ? 127 : 255));
+    /* k ≤ top − 1: the code is k or k + 1 also where x̂ ≥ top (then x ≥ top − 1 and T[top] decides) */
+    k = _mm512_min_epi32(_mm512_max_epi32(k, _mm512_setzero_si512()), _mm512_set1_epi32(kind == Q_KIND_M ? 126 : 254));
     const __m512i one = _mm512_set1_epi32(1);
-    const __m512 t = _mm512_i32gather_ps(_mm512_add_epi32(k, one), q_thresholds[kind], 4);
+    __m512 t;
+    if (kind == Q_KIND_M) {
+        const __mmask16 b5 = _mm512_test_epi32_mask(k, _mm512_set1_epi32(32));
+        const __mmask16 b6 = _mm512_test_epi32_mask(k, _mm512_set1_epi32(64));
+        const __m512 lo = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(MT->t[0], k, MT->t[1]),
+                                               _mm512_permutex2var_ps(MT->t[2], k, MT->t[3]));
+        const __m512 hi = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(MT->t[4], k, MT->t[5]),
+                                               _mm512_permutex2var_ps(MT->t[6], k, MT->t[7]));
+        t = _mm512_mask_blend_ps(b6, lo, hi);
+    } else {
+        t = _mm512_i32gather_ps(_mm512_add_epi32(k, one), q_thresholds[kind], 4);
+    }
     return _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(r, t, _CMP_GE_OQ), k, one);
 }
 
@@ -334,17 +359,18 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
         *sm = nm;                                                                               \
         *sv = nv;                                                                               \
         const __m512 im = _mm512_set1_ps(bm ? 1.0f / nm : 0.0f), iv = _mm512_set1_ps(bvv ? 1.0f / nv : 0.0f); \
+        const q_mtable_t MT = q_mtable_avx512();                                                \
         for (int64_t i = 0; i < nb; i += 16) {                                                  \
             const __mmask16 k =                                                                 \
                 nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
             const __m512 mf = _mm512_loadu_ps(tm + i);                                           \
             const __m512 rm = _mm512_mul_ps(_mm512_abs_ps(mf), im);                             \
-            __m512i q = q_codes_avx512(rm, Q_KIND_M);                                         \
+            __m512i q = q_codes_avx512(rm, Q_KIND_M, &MT);                                         \
             const __mmask16 neg = _mm512_cmp_ps_mask(mf, zero, _CMP_LT_OQ);                     \
             q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);                       \
             _mm512_mask_cvtepi32_storeu_epi8(qm + i, k, q);                                     \
             const __m512 rv = _mm512_mul_ps(_mm512_loadu_ps(tv + i), iv);                        \
-            _mm512_mask_cvtepi32_storeu_epi8(qv + i, k, q_codes_avx512(rv, ADAMAX ? Q_KIND_U : Q_KIND_V));   \
+            _mm512_mask_cvtepi32_storeu_epi8(qv + i, k, q_codes_avx512(rv, ADAMAX ? Q_KIND_U : Q_KIND_V, &MT));   \
         }                                                                                       \
         return bad;                                                                             \
     }
