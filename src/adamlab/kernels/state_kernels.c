@@ -596,8 +596,8 @@ BF_LOOP_AVX512(1, 0)
 BF_LOOP_AVX512(1, 1)
 BF_LOOP_AVX512(1, 2)
 
-TARGET_AVX2 static inline __m256i q_rand16_avx2(__m256i x) { /* mix32(x) >> 16 */
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+TARGET_AVX2 static inline __m256i q_rand16_avx2(__m256i key1, __m256i j) { /* as q_rand16_avx512 */
+    __m256i x = _mm256_xor_si256(key1, j);
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
     x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bu));
@@ -638,10 +638,11 @@ __attribute__((always_inline)) TARGET_AVX2 static inline int bf_avx2_8(int adama
     const __m256 pu = _mm256_add_ps(pd, _mm256_and_ps(step, _mm256_cmp_ps(den, zero, _CMP_GT_OQ)));
     _mm256_storeu_ps(p, _mm256_blendv_ps(pi, pu, ok));
     const __m256 mf = _mm256_blendv_ps(mt, mn, ok), vf = _mm256_blendv_ps(vt, vn, ok);
-    _mm_storeu_si128((__m128i *)m,
-                     q_bf16_round_avx2(mf, q_rand16_avx2(_mm256_xor_si256(_mm256_set1_epi32((int)c->key_m), idx))));
-    _mm_storeu_si128((__m128i *)v,
-                     q_bf16_round_avx2(vf, q_rand16_avx2(_mm256_xor_si256(_mm256_set1_epi32((int)c->key_v), idx))));
+    const __m256i j = _mm256_xor_si256(idx, _mm256_srli_epi32(idx, 16));
+    const __m256i key_m = _mm256_set1_epi32((int)(c->key_m ^ (c->key_m >> 16)));
+    const __m256i key_v = _mm256_set1_epi32((int)(c->key_v ^ (c->key_v >> 16)));
+    _mm_storeu_si128((__m128i *)m, q_bf16_round_avx2(mf, q_rand16_avx2(key_m, j)));
+    _mm_storeu_si128((__m128i *)v, q_bf16_round_avx2(vf, q_rand16_avx2(key_v, j)));
     return 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
 }
 
