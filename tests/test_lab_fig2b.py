@@ -165,6 +165,24 @@ def test_wall_clock_uses_the_training_loop_seconds_where_present():
     assert rep._seconds(old) == [0.0, 5.0]
 
 
+def test_wall_clock_prefers_cpu_time_common_to_both_runs():
+    # The training loop's CPU time where both runs of a pair record it; otherwise the best field both have.
+    def rec(costs, **fields):
+        history = [{"train_cost": costs[0], "seconds": 0.0}]
+        for i, c in enumerate(costs[1:]):
+            history.append({"train_cost": c, **{k: v[i] for k, v in fields.items()}})
+        return {"history": history}
+
+    cpu = rec([1.0, 0.5, 0.25], train_cpu_seconds=[1.0, 1.0], train_seconds=[4.0, 4.0], seconds=[5.0, 5.0])
+    wall_only = rec([1.0, 0.8, 0.6], train_seconds=[2.0, 2.0], seconds=[3.0, 3.0])
+    assert rep.time_field(cpu) == "train_cpu_seconds" and rep._seconds(cpu) == [0.0, 1.0, 2.0]
+    assert rep.time_field(cpu, wall_only) == "train_seconds"
+    # per pass: SFO (wall_only) 4 s against Adam's 8 s of train_seconds, their common field
+    assert rep.time_ratio([cpu], [wall_only], steps=(10, 1))["per_pass"] == pytest.approx([0.5])
+    # at T = 4 s (the shorter run): Adam 0.5, SFO 0.6 → gap (0.6 − 0.5) / 0.6
+    assert rep.wall_clock([cpu], [wall_only])["values"] == pytest.approx([0.1 / 0.6])
+
+
 def test_time_ratio_rule():
     adam = [record([1, 1], [0, 10]), record([1, 1], [0, 10])]
     v = rep.time_ratio(adam, [record([1, 1], [0, 70]), record([1, 1], [0, 72])], steps=(100, 10))

@@ -82,6 +82,7 @@ def test_every_epoch_records_its_training_seconds_within_the_whole_epoch(tmp_pat
     for h in history[1:]:
         # train_seconds: the minibatch loop alone; seconds: the whole epoch (with the full-set evaluation)
         assert 0.0 < h["train_seconds"] <= h["seconds"]
+        assert h["train_cpu_seconds"] > 0.0  # the loop's CPU time (one torch thread: about its wall time)
 
 
 class _Stop(Exception):

@@ -16,8 +16,10 @@ Every verdict is one number per seed and Student's t-interval of its mean over t
   the second half of the E passes (S_E the lab's smoothed final cost). Held if hi ≤ 5%, did not hold if
   lo ≥ 20%.
 
-The seconds are the runner's per-epoch ``seconds`` (they include the lab's evaluation of the training cost
-after the epoch, the same for both optimisers, which narrows the measured ratio).
+The seconds are the training loop's alone (not the lab's full-set evaluation after each epoch): its CPU time
+``train_cpu_seconds`` where both runs of a pair record it (one torch thread per run, so it is the time the run
+takes on a core of its own, whatever else the shared machine ran meanwhile), else its wall-clock time
+``train_seconds``, else (run files of older versions) the whole epoch's ``seconds`` — see :func:`time_field`.
 """
 
 from __future__ import annotations
@@ -36,11 +38,28 @@ from adamlab.lab.spec import ExperimentSpec
 __all__ = ["report_section", "verdicts", "write_report"]
 
 
-def _seconds(record: dict[str, Any]) -> list[float]:
-    """Cumulative wall-clock seconds of training at every epoch (0 at epoch 0): the runner's per-epoch
-    ``train_seconds`` (the training loop alone, without the full-set evaluation); a run file written before
-    that field existed falls back to ``seconds`` (the whole epoch)."""
-    per_epoch = [float(h.get("train_seconds", h.get("seconds", 0.0)) or 0.0) for h in record["history"]]
+#: Which per-epoch time the wall-clock comparison reads, best first: the training loop's CPU time (one torch
+#: thread per run, so it is the wall-clock time the run takes on a core of its own, whatever else the machine
+#: ran meanwhile), its wall-clock time, then the whole epoch's (run files written before those fields existed).
+TIME_FIELDS = ("train_cpu_seconds", "train_seconds", "seconds")
+AXIS_LABELS = {
+    "train_cpu_seconds": "seconds of training (CPU time of the training loop, one thread)",
+    "train_seconds": "wall-clock seconds of training (the training loop alone)",
+    "seconds": "wall-clock seconds (training + the per-epoch evaluation)",
+}
+
+
+def time_field(*records: dict[str, Any]) -> str:
+    """The first of :data:`TIME_FIELDS` that every trained epoch of every one of ``records`` records."""
+    epochs = [h for record in records for h in record["history"][1:]]
+    return next((f for f in TIME_FIELDS if all(f in h for h in epochs)), "seconds")
+
+
+def _seconds(record: dict[str, Any], field: str | None = None) -> list[float]:
+    """Cumulative seconds of training at every epoch (0 at epoch 0), from ``field`` (default: the run's
+    :func:`time_field`)."""
+    field = field or time_field(record)
+    per_epoch = [float(h.get(field, 0.0) or 0.0) for h in record["history"]]
     return list(np.cumsum([0.0, *per_epoch[1:]]))
 
 
@@ -64,7 +83,8 @@ def wall_clock(adam: list[dict[str, Any]], sfo: list[dict[str, Any]]) -> dict[st
     """The wall-clock verdict from the chosen runs (paired by seed)."""
     gaps = []
     for a, s in zip(adam, sfo):
-        ta, ts = _seconds(a), _seconds(s)
+        field = time_field(a, s)
+        ta, ts = _seconds(a, field), _seconds(s, field)
         horizon = min(ta[-1], ts[-1])
         ca, cs = float(np.interp(horizon, ta, _costs(a))), float(np.interp(horizon, ts, _costs(s)))
         gaps.append((cs - ca) / cs)
@@ -76,7 +96,7 @@ def wall_clock(adam: list[dict[str, Any]], sfo: list[dict[str, Any]]) -> dict[st
 
 def time_ratio(adam: list[dict[str, Any]], sfo: list[dict[str, Any]], steps: tuple[int, int]) -> dict[str, Any]:
     """Seconds per pass, SFO over Adam, and (context) per update step; ``steps`` = (Adam's, SFO's) per pass."""
-    per_pass = [_seconds(s)[-1] / _seconds(a)[-1] for a, s in zip(adam, sfo)]
+    per_pass = [_seconds(s, time_field(a, s))[-1] / _seconds(a, time_field(a, s))[-1] for a, s in zip(adam, sfo)]
     per_step = [r * steps[0] / steps[1] for r in per_pass]
     mean, lo, hi = t_interval(per_pass)
     status = _status(lo, hi, lo >= 5 and hi <= 10, hi < 5 or lo > 10)
@@ -167,12 +187,14 @@ def plot_wall_clock(out: Path, spec: ExperimentSpec) -> list[Path]:
     FigureCanvasAgg(fig)
     for i, panel in enumerate(spec.panels):
         ax = fig.add_subplot(1, len(spec.panels), i + 1)
+        chosen = {key: _chosen(out, spec, panel.name, key) for key in ("adam", "sfo")}
+        field = time_field(*chosen["adam"], *chosen["sfo"])
         for key, color in (("adam", "C3"), ("sfo", "C0")):
-            for j, record in enumerate(_chosen(out, spec, panel.name, key)):
+            for j, record in enumerate(chosen[key]):
                 label = panel.optimizer(key).label if j == 0 else None
-                ax.plot(_seconds(record), _costs(record), color=color, alpha=0.8, label=label)
+                ax.plot(_seconds(record, field), _costs(record), color=color, alpha=0.8, label=label)
         ax.set_yscale("log")
-        ax.set_xlabel("wall-clock seconds (training + the per-epoch evaluation)")
+        ax.set_xlabel(AXIS_LABELS[field])
         ax.set_ylabel("training cost")
         ax.set_title(panel.title, fontsize=9)
         ax.legend()
