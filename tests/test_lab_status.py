@@ -12,7 +12,13 @@ from adamlab.cli import main
 from adamlab.lab import results as R
 from adamlab.lab.runner import run_spec
 from adamlab.lab.spec import DatasetSpec, ExperimentSpec, TaskSpec
-from adamlab.lab.status import estimate_seconds, panel_epoch_estimate, register_task_cost, status_text
+from adamlab.lab.status import (
+    bench_train_estimate,
+    estimate_seconds,
+    panel_epoch_estimate,
+    register_task_cost,
+    status_text,
+)
 from test_lab_helpers import tiny_spec
 
 
@@ -45,6 +51,17 @@ def test_a_quick_runs_epoch_time_is_scaled_to_the_examples_of_the_spec_estimated
     assert estimate_seconds(target, [tmp_path / "quick"], "min")[0] == pytest.approx(4 * 10 * 12.0)
     with pytest.raises(ValueError, match="statistic must be 'mean' or 'min'"):
         estimate_seconds(target, [tmp_path / "quick"], "median")
+
+
+def test_the_quiet_core_estimate_comes_from_bench_trains_cpu_time_per_example(tmp_path):
+    target = _with_data(tiny_spec(epochs=10), subsample=6000)
+    bench = tmp_path / "bench.json"
+    R.write_json(bench, {"median_lab_cpu_s": 1.5, "examples": 1000})  # 1.5 ms of CPU per example per epoch
+    seconds, where = bench_train_estimate("tiny", target, [], bench_file=bench)
+    # 4 runs (Adam's two rates, SGD, AdaGrad; one seed) × 10 epochs × 6,000 examples × 1.5 ms
+    assert seconds == pytest.approx(4 * 10 * 6000 * 1.5e-3)
+    assert "1.500 ms of CPU per example" in where
+    assert bench_train_estimate("tiny", target, [], bench_file=tmp_path / "none.json") is None
 
 
 def test_the_full_size_comes_from_a_run_of_the_whole_set(tmp_path):

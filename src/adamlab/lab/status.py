@@ -11,7 +11,9 @@ a task that registers a cost (:func:`register_task_cost`), a measurement with ot
 cost. An estimate is the epoch time × epochs × runs, per panel, summed, plus the tasks (for one process; divide
 by ``--jobs`` on a machine with that many free cores). The times are those of the machine and load the
 measurement ran under (on this project's busy 2-core machine, often 5–10× a quiet core's), and an epoch's
-constant costs (diagnostics, files) are scaled with it: an upper estimate.
+constant costs (diagnostics, files) are scaled with it: an upper estimate. Where ``adamlab bench train NAME``
+has measured the lab's epoch (``docs/bench-train/NAME.json``), ``--list`` also gives the estimate on a core of
+its own from that measurement's CPU time (:func:`bench_train_estimate`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from adamlab.lab.spec import DatasetSpec, ExperimentSpec, PanelSpec
 
 __all__ = [
     "TASK_COSTS",
+    "bench_train_estimate",
     "epoch_seconds",
     "estimate_seconds",
     "estimate_text",
@@ -215,6 +218,43 @@ def estimate_seconds(spec: ExperimentSpec, dirs: list[Path], statistic: str = "m
     return (None if missing else total), missing
 
 
+#: Where ``adamlab bench train NAME --out`` results are kept (docs/lab.md "Speed").
+_REPO_BENCH_TRAIN = _REPO_RESULTS.parent / "bench-train"
+
+
+def bench_train_estimate(
+    name: str, spec: ExperimentSpec, dirs: list[Path], bench_file: Path | None = None
+) -> tuple[float, str] | None:
+    """The one-process time of ``spec`` on a core of its own, from ``adamlab bench train NAME``'s measurement
+    (``docs/bench-train/NAME.json``): the lab's epoch CPU time per example (``median_lab_cpu_s`` /
+    ``examples``: training, full-set evaluation, diagnostics, files, on one thread) × each panel's examples ×
+    epochs × runs. The benchmark times the experiment's first panel's model; the other panels of the
+    experiments that have a benchmark train the same network (with or without dropout, other β or α), so the
+    same cost per example is used for them. Tasks (not benchmarked) are added from their recorded seconds.
+    ``None`` if there is no such file (``bench_file``: another one) or a panel's size or a task's time is
+    unknown."""
+    path = bench_file or Path("docs") / "bench-train" / f"{name}.json"
+    if not path.is_file() and bench_file is None:
+        path = _REPO_BENCH_TRAIN / f"{name}.json"
+    try:
+        bench = R.read_json(path)
+        per_example = float(bench["median_lab_cpu_s"]) / int(bench["examples"])
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+    total = 0.0
+    for panel in spec.panels:
+        n = _dataset_size(panel.dataset, dirs)
+        if n is None:
+            return None
+        total += per_example * n * panel.epochs * _runs(spec, panel)
+    for task in spec.tasks:
+        seconds = next((t[task.name] for d in dirs if task.name in (t := _task_seconds(d, spec))), None)
+        if seconds is None:
+            return None
+        total += seconds * len(spec.seeds)
+    return total, f"{per_example * 1e3:.3f} ms of CPU per example per epoch in {path}"
+
+
 def estimate_text(name: str, quick: bool) -> str:
     """One line for ``reproduce --list``: runs, epochs and the estimated time of experiment ``name``."""
     from adamlab.lab.experiments import EXPERIMENTS
@@ -241,7 +281,11 @@ def estimate_text(name: str, quick: bool) -> str:
     span = format_duration(seconds)
     if fastest is not None and format_duration(fastest) != span:
         span = f"{format_duration(fastest)} (fastest epochs) – {span} (mean epochs)"
-    return f"{what}; estimate ≈ {span} in one process (measured epoch times, scaled by examples)"
+    text = f"{what}; estimate ≈ {span} in one process (epoch times measured in earlier runs, under the load they met, scaled by examples)"
+    quiet = bench_train_estimate(name, spec, dirs)
+    if quiet is not None:
+        text += f"; ≈ {format_duration(quiet[0])} on a core of its own (adamlab bench train's CPU time)"
+    return text
 
 
 def status_text(out: Path) -> str:
