@@ -336,10 +336,12 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
             const __mmask16 k =                                                                 \
                 nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
             const __m512i qi = _mm512_cvtepi8_epi32(q_load16(qm + i, nb - i));            \
-            const __m512 am = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_abs_epi32(qi)), k127);    \
-            const __m512 mag = _mm512_mul_ps(_mm512_mul_ps(am, am), s_m);                       \
-            const __mmask16 neg = _mm512_cmplt_epi32_mask(qi, _mm512_setzero_si512());          \
-            const __m512 mt = _mm512_mask_xor_ps(mag, neg, mag, signbit);                       \
+            /* a·a from the signed code: (q·(1/127))² has the bits of (|q|·(1/127))² (round to nearest is  \
+             * symmetric); the sign of q·(1/127) is then put on (a·a)·s by one vpternlogd (0xCA: a ? b : c) */ \
+            const __m512 as = _mm512_mul_ps(_mm512_cvtepi32_ps(qi), k127);                      \
+            const __m512 mag = _mm512_mul_ps(_mm512_mul_ps(as, as), s_m);                       \
+            const __m512 mt = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(                    \
+                _mm512_castps_si512(signbit), _mm512_castps_si512(as), _mm512_castps_si512(mag), 0xCA)); \
             const __m512 av =                                                                   \
                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q_load16(qv + i, nb - i))), k255); \
             const __m512 bv = _mm512_mul_ps(av, av);                                            \
