@@ -535,10 +535,10 @@ TARGET_AVX512 static inline __m512i q_rand16_avx512(__m512i key1, __m512i j) {
     return _mm512_srli_epi32(x, 16);
 }
 
-/* bits(x) + r (r < 2^16), or 0x7FC00000 where x is NaN: the bf16 code in the high 16 bits of each lane. */
+/* bits(x) + r (r < 2^16), or 0x7FC00000 where x is NaN (one masked add): the bf16 code in the high 16 bits. */
 TARGET_AVX512 static inline __m512i q_bf16_round_avx512(__m512 x, __m512i r) {
-    const __m512i b = _mm512_add_epi32(_mm512_castps_si512(x), r);
-    return _mm512_mask_mov_epi32(b, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC00000));
+    return _mm512_mask_add_epi32(_mm512_set1_epi32(0x7FC00000), _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q),
+                                 _mm512_castps_si512(x), r);
 }
 
 /* The words 1, 3, …, 31 of a then of b: the high halves of 16 lanes of a, then of b (vpermt2w). */
