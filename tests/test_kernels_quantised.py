@@ -152,6 +152,29 @@ def test_kernel_equals_oracle(precision: str, case: str, isa: str) -> None:
     assert sum(counts) > 0  # the non-finite entries were there
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the oracle's v overflowing to ∞
+@pytest.mark.parametrize("isa", isa_params())
+def test_bf16_nan_and_inf_state(isa: str) -> None:
+    """bf16: a NaN θ under L2 decay makes m and v NaN (stored as 0x7FC0), a huge gradient overflows v to ∞
+    (0x7F80, which stays ∞ after the random bits are added), on lanes spread over a vector and a tail."""
+    hp = AdamHyperparameters(lr=1e-2, weight_decay=0.1)
+    sizes = [4096 + 45]
+    ks = KernelState("bf16", sizes, False, 256, seed=4)
+    nan_at, huge_at = [3, 17, 100, 4096 + 40], [5, 31, 4096 + 44]
+    ks.params[0][nan_at] = float("nan")
+    ks.params[0][200] = float("inf")
+    os_ = OracleState(ks)
+    with build.using_isa(isa):
+        for t in range(1, 3):
+            g = gradients(sizes, t, seed=4, block=256)[0]
+            g[huge_at] = 1e30
+            assert ks.step([g], hp) == os_.step([g], hp)
+            assert_same(ks, os_, f"NaN/inf state, {isa}, step {t}")
+    m, v = numpy_bits(ks.m[0]), numpy_bits(ks.v[0])
+    assert (m[nan_at] == 0x7FC0).all() and (v[nan_at] == 0x7FC0).all()
+    assert (v[huge_at] == 0x7F80).all()
+
+
 @pytest.mark.parametrize("block", [64, 192, 8192])
 @pytest.mark.parametrize("isa", isa_params())
 def test_block_sizes(block: int, isa: str) -> None:
