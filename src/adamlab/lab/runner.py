@@ -978,7 +978,8 @@ def flush_denormals(on: bool) -> bool:
     every matrix product that touches a subnormal takes the processor's slow path: measured on this Intel Xeon,
     a forward pass of the 784-1000-1000 network with those weights took 35× longer (3.04 s vs 0.088 s for 20
     minibatches), so the epoch slowed from seconds to minutes as training went on. Values below 1.2e-38 become
-    0; the costs the lab reports do not change to any digit they are reported with. GPUs flush on their own
+    0 (runs with and without flushing are not bit-identical; the weights concerned see inputs that are always
+    0). GPUs flush on their own
     terms; where the CPU cannot (not x86 with SSE3), the setting is a no-op and training is merely slower."""
     return bool(torch.set_flush_denormal(on))
 
