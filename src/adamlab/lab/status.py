@@ -281,7 +281,10 @@ def estimate_text(name: str, quick: bool) -> str:
     span = format_duration(seconds)
     if fastest is not None and format_duration(fastest) != span:
         span = f"{format_duration(fastest)} (fastest epochs) – {span} (mean epochs)"
-    text = f"{what}; estimate ≈ {span} in one process (epoch times measured in earlier runs, under the load they met, scaled by examples)"
+    text = (
+        f"{what}; estimate ≈ {span} in one process"
+        " (epoch times measured in earlier runs, under the load they met, scaled by examples)"
+    )
     quiet = bench_train_estimate(name, spec, dirs)
     if quiet is not None:
         text += f"; ≈ {format_duration(quiet[0])} on a core of its own (adamlab bench train's CPU time)"
