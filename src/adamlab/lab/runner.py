@@ -264,14 +264,16 @@ def _probes(panel: PanelSpec, model: torch.nn.Module, optimizer: Any, data: Trai
 def _init_weights(panel: PanelSpec, data: TrainingData, seed: int, out: Path) -> Path:
     """The panel's initial weights for ``seed``, drawn (on the CPU) and saved once; every optimiser loads them."""
     path = R.init_path(out, panel.name, seed)
-    if not path.is_file():
 
-        def draw() -> None:
+    def draw() -> None:
+        if not path.is_file():
             model = build_model(panel.model, data.n_features, data.n_classes)
             init_parameters(model, panel.model.init_std, _generator(seed, "init"))
             R.save_torch(path, model.state_dict())
 
-        parallel.on_writer(draw)
+    # Every rank takes part in the barrier, whether or not it sees the file yet: a rank that found the file
+    # (already written by rank 0) and skipped the barrier would pair rank 0's barrier with a later one.
+    parallel.on_writer(draw)
     return path
 
 
