@@ -549,6 +549,7 @@ static const uint16_t Q_ODD_WORDS[32] __attribute__((aligned(64))) = {
 static const uint16_t Q_WIDEN_WORDS[32] __attribute__((aligned(64))) = {
     0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15};
 
+#define Q_PREFETCH 1024 /* elements ahead (a prefetch past the end is harmless) */
 #define BF_LOOP_AVX512(ADAMAX, WD)                                                                \
     TARGET_AVX512 static int64_t bfs_avx512_##ADAMAX##_##WD(int64_t n, int64_t i0, float *restrict p,  \
                                                           const float *restrict g, uint16_t *restrict m, \
@@ -563,6 +564,12 @@ static const uint16_t Q_WIDEN_WORDS[32] __attribute__((aligned(64))) = {
         for (int64_t i = 0; i < n; i += 16, idx = _mm512_add_epi32(idx, sixteen)) {               \
             const int full = n - i >= 16;                                                         \
             const __mmask16 k = full ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(n - i)) - 1u); \
+            _mm_prefetch((const char *)(p + i + Q_PREFETCH), _MM_HINT_T0);                        \
+            _mm_prefetch((const char *)(g + i + Q_PREFETCH), _MM_HINT_T0);                        \
+            if ((i & 31) == 0) {                                                                  \
+                _mm_prefetch((const char *)(m + i + Q_PREFETCH), _MM_HINT_T0);                    \
+                _mm_prefetch((const char *)(v + i + Q_PREFETCH), _MM_HINT_T0);                    \
+            }                                                                                     \
             const __m512i mb = full ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(m + i))) \
                                     : _mm512_maskz_loadu_epi16((__mmask32)k, m + i);              \
             const __m512i vb = full ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(v + i))) \
