@@ -322,6 +322,7 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
     return ok;
 }
 
+#define Q_PREFETCH 1024 /* elements ahead (a prefetch past the end is harmless) */
 #define Q8_BLOCK_AVX512(ADAMAX, WD)                                                               \
     TARGET_AVX512 static int64_t q8_avx512_##ADAMAX##_##WD(                                     \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
@@ -336,6 +337,12 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
         for (int64_t i = 0; i < nb; i += 16) {                                                  \
             const __mmask16 k =                                                                 \
                 nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
+            _mm_prefetch((const char *)(p + i + Q_PREFETCH), _MM_HINT_T0);                      \
+            _mm_prefetch((const char *)(g + i + Q_PREFETCH), _MM_HINT_T0);                      \
+            if ((i & 63) == 0) {                                                                \
+                _mm_prefetch((const char *)(qm + i + Q_PREFETCH), _MM_HINT_T0);                 \
+                _mm_prefetch((const char *)(qv + i + Q_PREFETCH), _MM_HINT_T0);                 \
+            }                                                                                   \
             const __m512i qi = _mm512_cvtepi8_epi32(q_load16(qm + i, nb - i));            \
             /* a·a from the signed code: (q·(1/127))² has the bits of (|q|·(1/127))² (round to nearest is  \
              * symmetric); the sign of q·(1/127) is then put on (a·a)·s by one vpternlogd (0xCA: a ? b : c) */ \
@@ -549,7 +556,6 @@ static const uint16_t Q_ODD_WORDS[32] __attribute__((aligned(64))) = {
 static const uint16_t Q_WIDEN_WORDS[32] __attribute__((aligned(64))) = {
     0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15};
 
-#define Q_PREFETCH 1024 /* elements ahead (a prefetch past the end is harmless) */
 #define BF_LOOP_AVX512(ADAMAX, WD)                                                                \
     TARGET_AVX512 static int64_t bfs_avx512_##ADAMAX##_##WD(int64_t n, int64_t i0, float *restrict p,  \
                                                           const float *restrict g, uint16_t *restrict m, \
