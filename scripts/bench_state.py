@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from adamlab import bench
+from adamlab import bench, machine
 from adamlab.files import write_json
 from adamlab.hyperparameters import AdaMaxHyperparameters, AdamHyperparameters
 from adamlab.kernels import build
@@ -116,8 +116,8 @@ def run(
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     result: dict[str, Any] = {
         "machine": {
-            "processor": bench._cpu_model(),
-            "cpu_features": build.cpu_features(),
+            "processor": machine.cpu_model(),
+            "cpu_features": machine.cpu_features(),
             "cpus": os.cpu_count(),
             "kernel_isa": build.isa(),
             "kernel_isas_supported": build.supported_isas(),

@@ -52,9 +52,7 @@ def test_arm_features_and_the_fallbacks(tmp_path):
     assert cpu_model(missing) == (platform.processor() or platform.machine())
 
 
-def test_the_same_answers_as_the_readers_it_replaces():
-    from adamlab.bench import _cpu_model
+def test_the_kernel_build_reads_the_features_here():
     from adamlab.kernels import build
 
-    assert cpu_model() == _cpu_model()
-    assert cpu_features() == build.cpu_features()
+    assert build.cpu_features() == cpu_features()

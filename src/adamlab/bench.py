@@ -59,11 +59,11 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from adamlab import machine
 from adamlab.files import write_json
 
 BYTES_PER_UPDATE = 28  # fp32: read θ, g, m, v (16 B), write θ, m, v (12 B)
@@ -427,8 +427,8 @@ def run_step_benchmark(
         "quick": quick,
         "machine": {
             "platform": platform.platform(),
-            "processor": _cpu_model(),
-            "cpu_features": build.cpu_features(),
+            "processor": machine.cpu_model(),
+            "cpu_features": machine.cpu_features(),
             "cpus": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "python": platform.python_version(),
@@ -642,16 +642,6 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- output
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _bytes(n: int | None) -> str:

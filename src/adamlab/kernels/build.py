@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from adamlab import machine
+
 SOURCE = Path(__file__).with_name("adam_kernels.c")
 #: Included by adam_kernels.c: the quantised-state loops (adamlab.kernels.quantized); part of the cache key.
 STATE_SOURCE = Path(__file__).with_name("state_kernels.c")
@@ -73,16 +75,8 @@ ISA_NEEDS = {"scalar": (), "avx2": ("avx2", "fma"), "avx512": ("avx2", "fma", "a
 
 
 def cpu_features() -> list[str]:
-    """The CPU's SIMD features that matter here (from /proc/cpuinfo: SSE*/AVX*/FMA on x86, asimd/sve on ARM)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line.split(":", 1)[1].split()
-                keep = ("sse", "ssse", "avx", "fma", "f16c", "asimd", "sve", "neon", "bf16", "fp16")
-                return sorted(f for f in flags if f.startswith(keep))
-    except OSError:
-        pass
-    return []
+    """The CPU's SIMD features that matter here (:func:`adamlab.machine.cpu_features`)."""
+    return machine.cpu_features()
 
 
 def _compiler() -> str | None:
