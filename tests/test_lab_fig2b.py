@@ -263,3 +263,8 @@ def test_a_small_run_end_to_end(tmp_path):
     sfo_run = R.read_json(R.run_path(tmp_path, "mlp", "sfo", {}, 0))
     assert len(sfo_run["history"]) == 4 and sfo_run["history"][-1]["probes"]["sfo"]["evaluations"] == 12
     assert math.isfinite(sfo_run["history"][-1]["train_cost"])
+    # A run stopped before the dropout panel finished its grid search: the report judges what is complete.
+    (tmp_path / "mlp_dropout" / "grid.json").unlink()
+    text = fig2b.write_report(tmp_path).read_text()
+    assert "Not finished" in text and "wall-clock time" in text
+    assert "fails to converge with dropout" not in text

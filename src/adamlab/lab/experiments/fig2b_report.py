@@ -145,9 +145,14 @@ def stops_converging(sfo: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _chosen(out: Path, spec: ExperimentSpec, panel: str, key: str) -> list[dict[str, Any]]:
+    """The complete runs of ``key``'s chosen setting on ``panel``, one per seed done; none while the panel's
+    grid search has not finished (a partial run's report judges what is complete)."""
+    if not (Path(out) / panel / "grid.json").is_file():
+        return []
     grid = R.read_grid(out, panel)["optimizers"]
     paths = [R.run_path(out, panel, key, grid[key]["best_setting"], s) for s in spec.seeds]
-    return [R.read_json(p) for p in paths if p.is_file()]
+    records = [R.read_json(p) for p in paths if p.is_file()]
+    return [r for r in records if r.get("complete")]
 
 
 def verdicts(out: Path, spec: ExperimentSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -197,7 +202,8 @@ def plot_wall_clock(out: Path, spec: ExperimentSpec) -> list[Path]:
         ax.set_xlabel(AXIS_LABELS[field])
         ax.set_ylabel("training cost")
         ax.set_title(panel.title, fontsize=9)
-        ax.legend()
+        if chosen["adam"] or chosen["sfo"]:
+            ax.legend()
     quick = " — QUICK RUN" if spec.quick else ""
     fig.suptitle(f"Figure 2b: training cost against wall-clock time{quick}", fontsize=10)
     return save_figure(fig, out, "fig2b_wallclock", ("png", "pdf"), dpi=150, bbox_inches="tight")
