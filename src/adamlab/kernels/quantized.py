@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from adamlab.kernels import build
+from adamlab.kernels.half import _address, _pointers  # one home of the pointer arrays the kernels take
 
 #: The state precisions this kernel implements.
 QUANTISED = ("bf16", "int8")
@@ -55,14 +56,6 @@ _IS_CPU = operator.attrgetter("is_cpu")
 def available() -> bool:
     """Whether the fused kernel (with its quantised-state loops) is built and loadable here."""
     return build.available()
-
-
-def _pointers(tensors: Sequence[torch.Tensor]) -> array:
-    return array("Q", [t.data_ptr() for t in tensors])
-
-
-def _address(a: array) -> int:
-    return a.buffer_info()[0]
 
 
 def _check_tensors(name: str, tensors: Sequence[torch.Tensor], dtype: torch.dtype, sizes: array) -> None:
