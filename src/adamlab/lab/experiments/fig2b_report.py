@@ -96,7 +96,8 @@ def wall_clock(adam: list[dict[str, Any]], sfo: list[dict[str, Any]]) -> dict[st
 
 def time_ratio(adam: list[dict[str, Any]], sfo: list[dict[str, Any]], steps: tuple[int, int]) -> dict[str, Any]:
     """Seconds per pass, SFO over Adam, and (context) per update step; ``steps`` = (Adam's, SFO's) per pass."""
-    per_pass = [_seconds(s, time_field(a, s))[-1] / _seconds(a, time_field(a, s))[-1] for a, s in zip(adam, sfo)]
+    fields = [time_field(a, s) for a, s in zip(adam, sfo)]
+    per_pass = [_seconds(s, f)[-1] / _seconds(a, f)[-1] for a, s, f in zip(adam, sfo, fields)]
     per_step = [r * steps[0] / steps[1] for r in per_pass]
     mean, lo, hi = t_interval(per_pass)
     status = _status(lo, hi, lo >= 5 and hi <= 10, hi < 5 or lo > 10)
