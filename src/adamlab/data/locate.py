@@ -405,7 +405,8 @@ def _hash_file(path: Path, algorithm: str, decompress_as: str | None) -> str:
     ``decompress_as`` when given."""
     h = hashlib.new(algorithm)
     kind, _ = _decompressor_for(decompress_as or "")
-    opener: Callable[..., Any] = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}.get(kind, open)
+    openers: dict[str, Callable[..., Any]] = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+    opener = openers.get(kind, open)
     try:
         with opener(path, "rb") as fh:
             while chunk := fh.read(_CHUNK):

@@ -228,6 +228,7 @@ def _load_imdb(split: str, root, download: bool) -> tuple[tuple[str, ...], np.nd
 
 
 def _load_csv_corpus(corpus: str, root, download: bool) -> tuple[tuple[str, ...], np.ndarray]:
+    urls: tuple[str, ...]
     if corpus == "rotten-tomatoes":
         rel, suffix, title, urls = _RT, ".bz2", "Rotten Tomatoes reviews", ROTTEN_TOMATOES_URLS
         reader, how = _read_rotten_tomatoes, ""

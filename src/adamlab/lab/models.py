@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +116,7 @@ class MLP(nn.Module):
         if self.training:
             x = dropout(x, self.input_dropout, generator)
         for i, layer in enumerate(self.hidden):
-            x = torch.relu(_affine(x, layer) if i == 0 else layer(x))
+            x = torch.relu(_affine(x, cast(nn.Linear, layer)) if i == 0 else layer(x))
             if self.training:
                 x = dropout(x, self.hidden_dropout, generator)
         return self.out(x)

@@ -93,6 +93,6 @@ def mean_curve(records: Sequence[dict[str, Any]], key: str = "train_cost") -> li
     curve = []
     for i in range(length):
         values = [r["history"][i].get(key) if i < len(r["history"]) else None for r in records]
-        ok = all(v is not None and math.isfinite(v) for v in values)
-        curve.append(sum(values) / len(values) if ok else math.nan)
+        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+        curve.append(sum(finite) / len(values) if len(finite) == len(values) else math.nan)
     return curve

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Any, cast
 
 import numpy as np
 
@@ -170,6 +171,7 @@ class LinearProblem(OnlineProblem):
             return super().best_terms(T)
         self._check_t(T)
         C, box = self._C(T), self.feasible
+        assert isinstance(box, Box)  # separable ⇔ a box
         return np.minimum(C * box.lo, C * box.hi)
 
     def _solve(self, T: int) -> tuple[np.ndarray, float]:
@@ -253,7 +255,8 @@ def stack_linear(name: str, problems: list[LinearProblem]) -> LinearProblem:
         raise ValueError("stack_linear stacks LinearProblems on boxes only")
     horizon = min(p.horizon for p in problems)
     coefs = np.concatenate([p.coefs[:horizon] for p in problems], axis=1)
-    box = Box(np.concatenate([p.feasible.lo for p in problems]), np.concatenate([p.feasible.hi for p in problems]))
+    boxes = [cast(Box, p.feasible) for p in problems]
+    box = Box(np.concatenate([b.lo for b in boxes]), np.concatenate([b.hi for b in boxes]))
     return LinearProblem(name, coefs, box, np.concatenate([p.x0 for p in problems]))
 
 
@@ -276,7 +279,7 @@ class SparseLogisticProblem(OnlineProblem):
             raise ValueError("labels y must be -1 or +1")
         super().__init__(name, feasible, X.shape[0], x0)
         self.X, self.y = X, y
-        self._prefix: dict[int, object] = {}
+        self._prefix: dict[int, Any] = {}
 
     def loss_and_grad(self, t: int, x: np.ndarray) -> tuple[float, np.ndarray]:
         X = self.X
@@ -338,7 +341,7 @@ def sparse_logistic(
     logp = -zipf * np.log(np.arange(1, dim + 1, dtype=np.float64))
     perm = rng.permutation(dim)  # which coordinates are the frequent ones
     # Gumbel-top-k: the k largest of log p_i + Gumbel noise are a draw of k features without replacement
-    rows = []
+    rows: list[np.ndarray] = []
     for lo in range(0, horizon, 2048):
         n = min(2048, horizon - lo)
         keys = logp - np.log(-np.log(rng.random((n, dim))))

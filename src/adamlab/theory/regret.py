@@ -22,8 +22,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from adamlab import formulas as F
 from adamlab.numpy import Adam, AdaMax
@@ -40,7 +42,7 @@ def log_checkpoints(T: int, n: int = 60) -> np.ndarray:
     return pts if pts[-1] == T else np.append(pts, T)
 
 
-def second_moment(opt: object, state: object) -> np.ndarray | None:
+def second_moment(opt: Any, state: Any) -> np.ndarray | None:
     """v̂_t as the optimizer uses it: Adam's v_t/(1 − β2^t) (v_max for AMSGrad; no division without bias
     correction); AdaGrad's Σ_{s≤t} g_s²/t (the §5 limit of Adam's v̂). None for other optimizers or t = 0."""
     t = getattr(state, "t", 0)
@@ -54,7 +56,7 @@ def second_moment(opt: object, state: object) -> np.ndarray | None:
     return None
 
 
-def inverse_step(opt: object, state: object, theta: np.ndarray) -> np.ndarray | None:
+def inverse_step(opt: Any, state: Any, theta: np.ndarray) -> np.ndarray | None:
     """The per-coordinate inverse step size after step t, the quantity the proof of Theorem 4.1 needs to
     be non-decreasing in t: √v̂_t/α_t for Adam (ε = 0; (√v̂_t + ε)/α_t otherwise, ε rescaled by
     1/√(1 − β2^t) in ``eps_mode="hat"``), u_t/α_t for AdaMax, (√(Σ g²) + ε)/α for AdaGrad (= √v̂_t/α_t with
@@ -68,6 +70,8 @@ def inverse_step(opt: object, state: object, theta: np.ndarray) -> np.ndarray | 
         if a_t == 0:
             return None
         vhat = second_moment(opt, state)
+        if vhat is None:
+            return None
         eps = opt.eps
         if opt.bias_correction and opt.eps_mode == "hat":
             eps = eps / math.sqrt(F.bias_correction(opt.beta2, t))
@@ -121,6 +125,16 @@ class OnlineRun:
     regret_terms: np.ndarray | None = None
     trajectory: np.ndarray | None = None
 
+    def recorded(self, name: str) -> np.ndarray:
+        """The optional array ``name`` (``gamma``, ``trajectory``, ``regret_terms``, ``vhat``, …); a ValueError
+        saying how to record it where this run did not."""
+        value = getattr(self, name)
+        if value is None:
+            how = {"gamma": "record_gamma=True", "trajectory": "record_trajectory=True"}.get(name)
+            hint = f"pass {how} to run_online" if how else "it is recorded only where it is defined"
+            raise ValueError(f"this run did not record {name!r}: {hint}")
+        return value
+
     @property
     def average_regret(self) -> np.ndarray:
         """R(T_k)/T_k."""
@@ -142,10 +156,10 @@ def regret_of_points(problem: OnlineProblem, points: np.ndarray) -> float:
 
 def run_online(
     problem: OnlineProblem,
-    optimizer: object,
+    optimizer: Any,
     *,
     T: int | None = None,
-    checkpoints: np.ndarray | None = None,
+    checkpoints: ArrayLike | None = None,
     name: str | None = None,
     record_gamma: bool = False,
     record_trajectory: bool = False,

@@ -131,7 +131,7 @@ def _violations(run: OnlineRun, coord: int, period: int | None) -> dict:
         return {"defined": False}
     g = run.gamma[:, coord]
     bad = np.flatnonzero(g < 0) + 1  # rounds t (1-based)
-    out = {
+    out: dict[str, Any] = {
         "defined": True,
         "count": int(bad.size),
         "steps": int(run.T - 1),
@@ -152,7 +152,7 @@ def _late(run: OnlineRun, regret: np.ndarray) -> tuple[float, np.ndarray]:
     h = int(np.searchsorted(run.checkpoints, run.T // 2))
     Th = run.checkpoints[h]
     rate = (regret[-1] - regret[h]) / (run.T - Th)
-    return rate, run.trajectory[Th:].mean(axis=0)
+    return rate, run.recorded("trajectory")[Th:].mean(axis=0)
 
 
 def _halving(T: int, n: int) -> np.ndarray:
@@ -173,7 +173,7 @@ def experiment_logistic(cfg: dict, seed: int, progress: bool) -> dict:
     cps = log_checkpoints(cfg["T"], cfg["checkpoints"])
     for Tk in _progress(cps, "θ* in hindsight", progress):
         P.best_fixed_point(int(Tk))
-    make = {
+    make: dict[str, Any] = {
         "Adam": lambda a: Adam(
             lr=a, betas=(cfg["beta1"], cfg["beta2"]), eps=0.0, lr_decay="sqrt", beta1_decay=cfg["lam"]
         ),
@@ -182,13 +182,15 @@ def experiment_logistic(cfg: dict, seed: int, progress: bool) -> dict:
     }
     out: dict = {"problem": repr(P), "optimizers": {}}
     for name, grid in cfg["grid"].items():
-        table, best = [], None
+        table: list[dict] = []
+        best: tuple[Any, Any] | None = None
         for a in grid:
             opt = make[name](a)
             run = run_online(P, opt, checkpoints=cps, name=f"{name} α={a:g}", progress=progress)
             table.append({"alpha": a, "avg_regret": float(run.average_regret[-1]), "seconds": run.seconds})
             if best is None or run.regret[-1] < best[1].regret[-1]:
                 best = (opt, run)
+        assert best is not None  # the grid is not empty
         opt, run = best
         entry = {
             "alpha": opt.lr,
@@ -214,7 +216,7 @@ def experiment_logistic(cfg: dict, seed: int, progress: bool) -> dict:
 def _reddi_optimizers(alpha: float, beta1: float, beta2: float, sgd_alpha: float) -> dict:
     """Adam (Algorithm 1, bias-corrected, ε = 0, α/√t), Reddi et al.'s AMSGrad (max of v, no bias
     correction), AdaGrad (ε = 0) and projected SGD with Zinkevich's α = D/G∞."""
-    common = {"lr": alpha, "betas": (beta1, beta2), "eps": 0.0, "lr_decay": "sqrt"}
+    common: dict[str, Any] = {"lr": alpha, "betas": (beta1, beta2), "eps": 0.0, "lr_decay": "sqrt"}
     return {
         "Adam": Adam(**common),
         "AMSGrad": Adam(**common, amsgrad=True, bias_correction=False),
@@ -254,7 +256,7 @@ def _reddi_C(cfg: dict, progress: bool) -> dict:
             "T": run.checkpoints,
             "avg_regret": run.average_regret,
             "x": run.x_played[:, 0],
-            "x_first": run.trajectory[:60, 0],
+            "x_first": run.recorded("trajectory")[:60, 0],
             "gamma_first": run.gamma[:60, 0] if run.gamma is not None else None,
             "proof_assumption": _violations(run, 0, 3),
             "seconds": run.seconds,
@@ -314,15 +316,15 @@ def _reddi_1010(cfg: dict, seed: int, progress: bool) -> tuple[dict, dict]:
     res_st: dict = {"problem": repr(stoch), "runs": K, "beta1": 0.9, "beta2": 0.99, "optimizers": {}}
     for name, opt in _reddi_optimizers(alpha, 0.9, 0.99, 2.0 / 1010.0).items():
         run = run_online(P, opt, checkpoints=cps, record_gamma=True, record_trajectory=True, progress=progress)
-        rate0, xlate0 = _late(run, run.regret_terms[:, 0])
+        rate0, xlate0 = _late(run, run.recorded("regret_terms")[:, 0])
         entry = {
             "optimizer": run.optimizer,
             "x_final": float(run.x_final[0]),
-            "final_avg_regret": float(run.regret_terms[-1, 0] / T),
+            "final_avg_regret": float(run.recorded("regret_terms")[-1, 0] / T),
             "late_regret_rate": float(rate0),
             "x_mean_late": float(xlate0[0]),
             "T": run.checkpoints,
-            "avg_regret": run.regret_terms[:, 0] / run.checkpoints,
+            "avg_regret": run.recorded("regret_terms")[:, 0] / run.checkpoints,
             "x": run.x_played[:, 0],
             "gamma_first": run.gamma[:303, 0] if run.gamma is not None else None,
             "proof_assumption": _violations(run, 0, 101),
@@ -335,7 +337,7 @@ def _reddi_1010(cfg: dict, seed: int, progress: bool) -> tuple[dict, dict]:
             except ValueError as err:
                 entry["bound_refused"] = str(err)
         res_on["optimizers"][name] = entry
-        xs, regs = run.x_played[:, 1:], run.regret_terms[:, 1:] / run.checkpoints[:, None]
+        xs, regs = run.x_played[:, 1:], run.recorded("regret_terms")[:, 1:] / run.checkpoints[:, None]
         x_late = _late(run, run.regret)[1][1:]
         res_st["optimizers"][name] = {
             "x_mean_late": x_late,
@@ -353,7 +355,7 @@ def _reddi_1010(cfg: dict, seed: int, progress: bool) -> tuple[dict, dict]:
             "x_min": xs.min(axis=1),
             "x_max": xs.max(axis=1),
             "avg_regret_mean": regs.mean(axis=1),
-            "violations_mean_fraction": float(run.violations[1:].mean() / max(T - 1, 1)),
+            "violations_mean_fraction": float(run.recorded("violations")[1:].mean() / max(T - 1, 1)),
         }
     res_on["limit_avg_regret_adam_at_plus1"] = 20.0 / 101.0
     return res_on, res_st
@@ -389,7 +391,7 @@ def experiment_limits(cfg: dict, seed: int, progress: bool) -> dict:
         for bc in (True, False):
             opt = Adam(lr=a, betas=(0.0, 1.0 - omb), eps=0.0, lr_decay="sqrt", bias_correction=bc)
             run = run_online(P, opt, checkpoints=[T], record_trajectory=True)
-            diff = np.abs(run.trajectory - ada.trajectory).max(axis=1)
+            diff = np.abs(run.recorded("trajectory") - ada.recorded("trajectory")).max(axis=1)
             key = "bias_corrected" if bc else "no_bias_correction"
             row[key] = {"max_gap": float(diff.max()), "final_gap": float(diff[-1])}
         rows.append(row)
