@@ -129,3 +129,15 @@ def test_the_hat_form_of_eps_is_the_step_the_optimizer_takes():
     s = opt.init(np.zeros(1))
     theta, s = opt.step(np.zeros(1), np.array([2.0]), s)
     assert theta == pytest.approx(-2.0 / inverse_step(opt, s, theta), rel=1e-12)
+
+
+def test_recorded_returns_what_was_recorded_and_names_the_switch_for_what_was_not():
+    P = _hand_problem()
+    plain = run_online(P, OnlineGradientDescent(lr=2.0, lr_decay=None), checkpoints=[1, 2, 3, 4])
+    with pytest.raises(ValueError, match="record_trajectory=True"):
+        plain.recorded("trajectory")
+    with pytest.raises(ValueError, match="record_gamma=True"):
+        plain.recorded("gamma")
+    traced = run_online(P, OnlineGradientDescent(lr=2.0, lr_decay=None), checkpoints=[4], record_trajectory=True)
+    # θ_1..θ_4 by hand, as in test_runner_projects_after_each_step
+    assert traced.recorded("trajectory")[:, 0].tolist() == [0.0, -1.0, 1.0, 1.0]
