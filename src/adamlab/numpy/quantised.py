@@ -13,21 +13,28 @@ c2 = 1 − β2, nstep = −α_t/(1 − β1^t) (Algorithm 1 folded, §2), dmul = 
     v = (b2·ṽ) + ((c2·g)·g)                           Adam: second raw moment (§2)
     u = max(b2·ũ, |g|)                                 AdaMax (§7.1): u in place of v
     θ ← θ + (nstep·m)/(√v·dmul + eps)                  (AdaMax: θ + (nstep·m)/(u·dmul + eps), dmul = 1)
-    stored ← quantise(m), quantise(v)
+    stored ← quantise(m), quantise(v) (int8: quantise(z), z = √√v or √u, below)
 
 ``maximize`` flips g's sign first, L2 weight decay adds wd·θ to g, decoupled decay multiplies θ by
 ``1 − α_t·λ`` first, exactly as the fp32 kernel does. A coordinate with a non-finite gradient keeps θ and its
-dequantised old m̃, ṽ (re-quantised with its block's new scale) and is counted.
+dequantised old m̃, ṽ (int8: m̃ and z̃, below; re-quantised with its block's new scale) and is counted.
 
-int8, blockwise (blocks of B consecutive elements of the flattened tensor; per block s = max|x| in float32):
+int8 (version 2, ``state_int8_codes`` = 2), blockwise: blocks of B consecutive elements of the flattened
+tensor (default 256, a multiple of 64; the last may be shorter), one float32 scale per block and moment.
 
-    m (int8, −127…127), the square map:      q = rint(127·√(|m|·(1/s)))·sign(m);  m̃ = sign(q)·((a·a)·s), a = |q|·(1/127)
-    v (uint8, 0…255), the fourth-power map:  q = rint(255·√√(v·(1/s)));           ṽ = ((a·a)·(a·a))·s, a = q·(1/255)
-    u (AdaMax, uint8), the square map:       q = rint(255·√(u·(1/s)));             ũ = (a·a)·s,         a = q·(1/255)
+    m (int8 c ∈ [−127, 127]): s_m = max|m|, y = |m|·(1/s_m), k = E4M3(y) (an 8-bit float code of y:
+        4 exponent bits, 3 mantissa bits, subnormals, round to nearest even, see :func:`encode_e4m3`),
+        c = sign(m)·k;  m̃ = sign(c)·(decode(|c|)·s_m)  — a relative half step of 2^-4 for
+        y ∈ [2^-14, 1], an absolute one of 2^-18·s_m below.
+    second moment (uint8 q): the root z of the quantity the step divides by — Adam z = √w with w = √v
+        (z = ⁴√v), AdaMax z = √u — coded linearly: s_z = max z, q = min(rint(z·(255/s_z)), 255);
+        z̃ = q·(s_z/255), Adam ṽ = (z̃·z̃)·(z̃·z̃), AdaMax ũ = z̃·z̃ — |z̃ − z| ≤ s_z/510.
 
-(``1/s`` is one float32 division per block; s = 0 encodes q = 0.) The maps are dense near 0, where Adam's
-moments mostly lie: the square map's decode error is at most |m̃ − m| ≤ (2·√r/127 + 1/127²)·s/2 for
-r = |m|/s (see tests/test_numpy_quantised.py).
+(``1/s_m``, ``255/s_z`` and ``s_z/255`` are one float32 division per block; a scale of 0 codes 0.) The step
+computes w = √v anyway, so the code costs one more √ and no tables (version 1's maps, a square map of m and a
+fourth-power map of v, needed a √ and a ⁴√ of x/s; they are kept only to load old checkpoints:
+:func:`decode_int8_v1`). A coordinate with a non-finite gradient stores its decoded old m̃ and z̃ (z̃ itself,
+not a root of ṽ), re-encoded with its block's new scales.
 
 bf16 with stochastic rounding: encode x as ``(bits(x) + r) >> 16`` (uint32 arithmetic; NaN → 0x7FC0), with
 r a 16-bit counter-based random number (:func:`random_bits`): reproducible, the same on every machine, and
@@ -143,39 +150,121 @@ def absmax(x: np.ndarray, block: int) -> np.ndarray:
     return np.max(np.abs(b), axis=1).astype(_F)
 
 
-def quantise_int8(
-    x: np.ndarray, block: int, signed: bool, *, fourth_root: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Blockwise quantisation of float32 ``x``: returns (q, scale), q of x's shape, scale = :func:`absmax`.
+#: The version of the int8 codes this module writes (``state_int8_codes`` in every int8 state). A state
+#: without the key holds version 1's codes (:func:`decode_int8_v1`).
+INT8_CODES = 2
 
-    signed (m): int8 q = rint(127·√(|x|·(1/s)))·sign(x). Unsigned (v, u): uint8 q = rint(255·√(x·(1/s)))
-    (the square map, AdaMax's u) or, with ``fourth_root`` (Adam's v), q = rint(255·√√(x·(1/s))).
-    rint rounds half to even; q is clamped to 127 (255); s = 0 gives q = 0."""
+_SUBNORMAL_BITS = 0x38800000  # bits(2^-14): the smallest normal value of the m code
+_CODE_BIAS = 0x38000000  # bits(2^-15): code k ≥ 8 is the float32 with bits (k << 20) + _CODE_BIAS
+_TWO17 = _F(131072.0)  # 2^17: the subnormal codes are k·2^-17, k < 8
+_INV_TWO17 = _F(1.0 / 131072.0)
+_E4M3_MAX = 127
+
+
+def encode_e4m3(y: np.ndarray) -> np.ndarray:
+    """The m code of y = |m|/s ≥ 0 (float32): k ∈ [0, 127] (uint8), an 8-bit float with 4 exponent bits,
+    3 mantissa bits and subnormals ("E4M3"), rounded to nearest, ties to even:
+
+        y < 2^-14 (bits(y) < 0x38800000):  k = rint(y·2^17)                 (subnormal; k ≤ 8; the product is exact)
+        else:  t = bits(y) − 0x38000000;   k = (t + 0x7FFFF + ((t >> 20) & 1)) >> 20   (uint32; keeps 3 mantissa bits)
+        k = min(k, 127)                                                      (+inf, NaN → 127)
+
+    So k = 8e' + j codes (1 + j/8)·2^(e'−15) for k ≥ 8 and k·2^-17 below: the spacing is 2^-17 up to 2^-13
+    and 1/8 of the binade above, a relative half step of at most 2^-4 over [2^-14, 1]. y carries no sign
+    (negative zero included: pass |m|·r)."""
+    y = np.ascontiguousarray(y, dtype=_F)
+    bits = y.view(_U32)
+    if np.any(bits >> _U32(31)):
+        raise ValueError("encode_e4m3: y must be non-negative (y = |m|/s, sign bit clear)")
+    small = bits < _U32(_SUBNORMAL_BITS)
+    sub = np.rint(np.where(small, y, _F(0.0)) * _TWO17).astype(_U32)  # rint: half to even
+    with np.errstate(over="ignore"):
+        t = np.where(small, _U32(0), bits - _U32(_CODE_BIAS))
+        k = (t + _U32(0x7FFFF) + ((t >> _U32(20)) & _U32(1))) >> _U32(20)
+    k = np.where(small, sub, np.minimum(k, _U32(_E4M3_MAX)))
+    return k.astype(np.uint8)
+
+
+def decode_e4m3(k: np.ndarray) -> np.ndarray:
+    """The float32 value of m codes k ∈ [0, 127] (exact): k < 8 → k·2^-17, else the float32 with bits
+    (k << 20) + 0x38000000 (so 8 → 2^-14, 120 → 1, 127 → 1.875)."""
+    k = np.asarray(k)
+    if np.any(k < 0) or np.any(k > _E4M3_MAX):
+        raise ValueError("decode_e4m3: codes k must lie in [0, 127]")
+    ku = k.astype(_U32)
+    normal = ((ku << _U32(20)) + _U32(_CODE_BIAS)).view(_F)
+    return np.where(ku < 8, ku.astype(_F) * _INV_TWO17, normal).astype(_F)
+
+
+def encode_linear(z: np.ndarray, r: Any) -> np.ndarray:
+    """The second moment's code of a root z ≥ 0 with r = 255/s_z: q = min(rint(z·r), 255) (uint8, rint half to
+    even; r a float32 scalar or one per block, broadcast). The code is linear in z: |q·(s_z/255) − z| ≤ s_z/510
+    (plus float32 rounding)."""
+    zr = np.asarray(z, dtype=_F) * np.asarray(r, dtype=_F)
+    return np.minimum(np.rint(zr), _F(255.0)).astype(np.uint8)
+
+
+def decode_linear(q: np.ndarray, d: Any) -> np.ndarray:
+    """The root z̃ = q·d of codes q (uint8) with d = s_z/255 (one rounded multiplication)."""
+    return np.asarray(q).astype(_F) * np.asarray(d, dtype=_F)
+
+
+def root_of_second_moment(v: np.ndarray, adamax: bool) -> np.ndarray:
+    """z, the root the int8 state stores of the second moment: Adam z = √w with w = √v (z = ⁴√v, w being the
+    √v the step divides by); AdaMax z = √u. float32, correctly rounded roots (sqrtf)."""
+    v = np.asarray(v, dtype=_F)
+    return np.sqrt(v) if adamax else np.sqrt(np.sqrt(v))
+
+
+def second_moment_of_root(z: np.ndarray, adamax: bool) -> np.ndarray:
+    """The second moment of a stored root: Adam w̃ = z̃·z̃, ṽ = w̃·w̃; AdaMax ũ = z̃·z̃ (rounded float32)."""
+    z = np.asarray(z, dtype=_F)
+    w = z * z
+    return w if adamax else w * w
+
+
+def quantise_int8(x: np.ndarray, block: int, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Blockwise int8 codes of float32 ``x``: returns (codes of x's shape, per-block scale s, float32).
+
+    signed (the first moment m): s = max|m| over the block, r = 1/s (one float32 division per block),
+    k = :func:`encode_e4m3` (|m|·r), code c = −k where m < 0 else k (int8 in [−127, 127]).
+    unsigned (the root z of the second moment, :func:`root_of_second_moment`; z ≥ 0): s = max z,
+    r = 255/s (one division), q = :func:`encode_linear` (z, r) (uint8). A block with s = 0 codes 0."""
     x = np.asarray(x, dtype=_F)
     scale = absmax(x, block)
     b, n = _blocks(x, block)
     s = scale[:, None]
     safe = np.where(s > 0, s, _F(1.0))
-    inv = (_F(1.0) / safe).astype(_F)  # one float32 division per block
     if signed:
-        r = np.abs(b) * inv
-        q = np.minimum(np.rint(_F(127.0) * np.sqrt(r)), _F(127.0))
-        q = np.where(b < 0, -q, q)
-        dtype: Any = np.int8
+        r = (_F(1.0) / safe).astype(_F)
+        k = encode_e4m3(np.abs(b) * r).astype(np.int16)
+        q: np.ndarray = np.where(b < 0, -k, k).astype(np.int8)
     else:
-        r = b * inv
-        root = np.sqrt(np.sqrt(r)) if fourth_root else np.sqrt(r)
-        q = np.minimum(np.rint(_F(255.0) * root), _F(255.0))
-        dtype = np.uint8
-    q = np.where(s > 0, q, _F(0.0))
-    return q.reshape(-1)[:n].astype(dtype).reshape(x.shape), scale
+        r = (_F(255.0) / safe).astype(_F)
+        q = encode_linear(b, r)
+    q = np.where(s > 0, q, 0).astype(q.dtype)
+    return q.reshape(-1)[:n].reshape(x.shape), scale
 
 
-def dequantise_int8(
-    q: np.ndarray, scale: np.ndarray, block: int, signed: bool, *, fourth_root: bool = False
-) -> np.ndarray:
-    """The float32 values of blockwise codes ``q`` (see :func:`quantise_int8`): a = |q|·(1/127) (signed) or
-    q·(1/255); the square map gives (a·a)·s (with q's sign), the fourth-power map ((a·a)·(a·a))·s."""
+def dequantise_int8(q: np.ndarray, scale: np.ndarray, block: int, signed: bool) -> np.ndarray:
+    """The float32 values of blockwise codes ``q`` (see :func:`quantise_int8`): signed, m̃ = decode_e4m3(|c|)·s
+    negated where c < 0; unsigned, z̃ = q·d with d = s/255 (one division per block)."""
+    _check_block(block)
+    q = np.asarray(q)
+    b, n = _blocks(q, block)
+    s = np.asarray(scale, dtype=_F)[:, None]
+    if signed:
+        mag = decode_e4m3(np.abs(b.astype(np.int16))) * s
+        x = np.where(b < 0, -mag, mag)
+    else:
+        x = decode_linear(b, (s / _F(255.0)).astype(_F))
+    return x.astype(_F).reshape(-1)[:n].reshape(q.shape)
+
+
+def decode_int8_v1(q: np.ndarray, scale: np.ndarray, block: int, signed: bool, *, fourth_root: bool) -> np.ndarray:
+    """LEGACY: the float32 values of version 1's codes (a state without ``state_int8_codes``), only to load old
+    checkpoints. a = |q|·(1/127) (signed, m: the square map (a·a)·s with q's sign) or q·(1/255) (unsigned:
+    the square map (a·a)·s of AdaMax's u, or with ``fourth_root`` Adam's v = ((a·a)·(a·a))·s)."""
     _check_block(block)
     q = np.asarray(q)
     b, n = _blocks(q, block)
@@ -204,7 +293,8 @@ def init_state(
 ) -> dict:
     """The quantised state of a float32 tensor before its first step (m = v = 0), keyed as adamlab.Adam's
     (``exp_avg``, ``exp_avg_sq``) or AdaMax's (``exp_avg``, ``exp_inf``): int8 codes and ``*_absmax``
-    scales, or bf16 bit patterns (uint16); ``step`` (int), ``state_seed``, ``state_block_size``."""
+    scales (the second moment's of its root z, see :func:`quantise_int8`) and ``state_int8_codes`` = 2, or bf16
+    bit patterns (uint16); ``step`` (int), ``state_seed``, ``state_block_size``."""
     if precision not in QUANTISED:
         raise ValueError(f"precision must be one of {QUANTISED}, got {precision!r}")
     _check_block(block_size)
@@ -212,6 +302,7 @@ def init_state(
     shape = np.shape(theta)
     state: dict[str, Any] = {"step": 0, "state_seed": int(seed) & _MASK32, "state_block_size": int(block_size)}
     if precision == "int8":
+        state["state_int8_codes"] = INT8_CODES
         nb = -(-int(np.prod(shape, dtype=np.int64)) // block_size)
         state.update(
             exp_avg=np.zeros(shape, np.int8),
@@ -253,10 +344,20 @@ def step_scalars(hp: Any, t: int) -> dict[str, np.float32]:
     }
 
 
-def _decode(state: dict, key: str, precision: str, block: int, signed: bool, fourth_root: bool) -> np.ndarray:
+def _moments(
+    state: dict, precision: str, second: str, block: int, adamax: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The stored (m̃, second moment, z̃) of a state, flattened float32; z̃ (int8's stored root) is None for bf16."""
     if precision == "bf16":
-        return bf16_to_float32(state[key])
-    return dequantise_int8(state[key], state[key + "_absmax"], block, signed, fourth_root=fourth_root)
+        return bf16_to_float32(state["exp_avg"]).reshape(-1), bf16_to_float32(state[second]).reshape(-1), None
+    if state.get("state_int8_codes") != INT8_CODES:
+        raise ValueError(
+            f"state_int8_codes must be {INT8_CODES} (this module's int8 codes), got "
+            f"{state.get('state_int8_codes')!r}: convert a version-1 state with decode_int8_v1 first"
+        )
+    m = dequantise_int8(state["exp_avg"], state["exp_avg_absmax"], block, True).reshape(-1)
+    z = dequantise_int8(state[second], state[second + "_absmax"], block, False).reshape(-1)
+    return m, second_moment_of_root(z, adamax), z
 
 
 def adam_step_quantised(
@@ -264,6 +365,10 @@ def adam_step_quantised(
 ) -> tuple[np.ndarray, dict, int]:
     """One step of Adam (``hp.algorithm == "adam"``) or AdaMax with quantised state for one float32 tensor;
     returns (new θ, new state, number of non-finite gradient entries). Pure: the arguments are not changed.
+
+    int8 (version 2): m̃ and z̃ are decoded, ṽ = (z̃·z̃)·(z̃·z̃) (AdaMax ũ = z̃·z̃); after the update
+    w = √v (the step's root), z = √w (AdaMax z = √u) is stored. A coordinate with a non-finite gradient
+    stores its decoded old m̃ and z̃ (not a root of ṽ), re-encoded with its block's new scales.
 
     ``state`` as :func:`init_state` makes it; ``hp`` an ``adamlab.hyperparameters`` object (amsgrad and
     averaging are not offered with quantised state)."""
@@ -282,8 +387,7 @@ def adam_step_quantised(
     k = step_scalars(hp, t)
     old_theta: np.ndarray = theta.reshape(-1)
     gf: np.ndarray = g.reshape(-1)
-    m_old = _decode(state, "exp_avg", precision, block, True, False).reshape(-1)
-    v_old = _decode(state, second, precision, block, False, not adamax).reshape(-1)
+    m_old, v_old, z_old = _moments(state, precision, second, block, adamax)
 
     ok = np.isfinite(gf)
     ge: np.ndarray = gf * k["sign"]
@@ -291,18 +395,21 @@ def adam_step_quantised(
         ge = ge + old_theta * k["wd"]
     p = old_theta * k["decay"] if k["decay"] != 1 else old_theta
     m = (k["b1"] * m_old) + (k["c1"] * ge)
-    if adamax:
-        v = np.maximum(k["b2"] * v_old, np.abs(ge))
-        den = (v * k["dmul"]) + k["eps"]
-    else:
-        v = (k["b2"] * v_old) + ((k["c2"] * ge) * ge)
-        den = (np.sqrt(v) * k["dmul"]) + k["eps"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        if adamax:
+            v = np.maximum(k["b2"] * v_old, np.abs(ge))
+            den = (v * k["dmul"]) + k["eps"]
+            z = np.sqrt(v)
+        else:
+            v = (k["b2"] * v_old) + ((k["c2"] * ge) * ge)
+            w = np.sqrt(v)
+            den = (w * k["dmul"]) + k["eps"]
+            z = np.sqrt(w)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         q = (k["nstep"] * m) / den
     q = np.where(den > 0, q, _F(0.0))  # ε = 0 and ṽ = 0: the step is 0, as in the fp32 kernel
     new_theta = np.where(ok, p + q, old_theta).astype(_F)
     m_store = np.where(ok, m, m_old).astype(_F)
-    v_store = np.where(ok, v, v_old).astype(_F)
 
     new = dict(state)
     new["step"] = t
@@ -310,17 +417,18 @@ def adam_step_quantised(
     if precision == "bf16":
         seed = int(state["state_seed"])
         new["exp_avg"] = bf16_stochastic_round(m_store, seed, t, 0).reshape(shape)
-        new[second] = bf16_stochastic_round(v_store, seed, t, 1).reshape(shape)
+        new[second] = bf16_stochastic_round(np.where(ok, v, v_old).astype(_F), seed, t, 1).reshape(shape)
     else:
+        assert z_old is not None
+        z_store = np.where(ok, z, z_old).astype(_F)
         new["exp_avg"], new["exp_avg_absmax"] = quantise_int8(m_store.reshape(shape), block, True)
-        new[second], new[second + "_absmax"] = quantise_int8(
-            v_store.reshape(shape), block, False, fourth_root=not adamax
-        )
+        new[second], new[second + "_absmax"] = quantise_int8(z_store.reshape(shape), block, False)
     return new_theta.reshape(shape), new, int((~ok).sum())
 
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "INT8_CODES",
     "MIN_QUANTISED_NUMEL",
     "QUANTISED",
     "STATE_PRECISIONS",
@@ -328,11 +436,18 @@ __all__ = [
     "adam_step_quantised",
     "bf16_stochastic_round",
     "bf16_to_float32",
+    "decode_e4m3",
+    "decode_int8_v1",
+    "decode_linear",
     "dequantise_int8",
+    "encode_e4m3",
+    "encode_linear",
     "init_state",
     "mix32",
     "quantise_int8",
     "random_bits",
+    "root_of_second_moment",
+    "second_moment_of_root",
     "step_scalars",
     "tensor_seed",
 ]
