@@ -63,6 +63,7 @@ def test_state_format() -> None:
     assert s["exp_avg"].dtype == torch.int8 and s["exp_avg"].shape == big.shape
     assert s["exp_avg_sq"].dtype == torch.uint8 and s["exp_avg_absmax"].shape == (-(-BIG // 256),)
     assert s["exp_avg_sq_absmax"].dtype == torch.float32 and s["state_block_size"] == 256
+    assert s["state_int8_codes"] == 2  # the codes' version, in every int8 state
     assert s["state_seed"] == Q.tensor_seed(0, 0) and opt.state[square]["state_seed"] == Q.tensor_seed(0, 1)
     assert opt.state[square]["exp_avg"].shape == (70, 70)
     assert opt.state[small]["exp_avg"].dtype == torch.float32 and "state_seed" not in opt.state[small]
@@ -113,6 +114,7 @@ def _run_both(name: str, options: dict, precision: str, impl: str, steps: int = 
     for key in ("exp_avg", second) + (("exp_avg_absmax", second + "_absmax") if precision == "int8" else ()):
         assert np.array_equal(_bits(s[key]), _bits(state[key])), key
     assert float(s["step"]) == steps
+    assert s.get("state_int8_codes") == state.get("state_int8_codes") == (2 if precision == "int8" else None)
 
 
 @pytest.mark.parametrize("precision", Q.QUANTISED)
@@ -216,17 +218,85 @@ def test_load_converts_between_formats(precision: str) -> None:
     fp32.load_state_dict(opt.state_dict())
     s = next(iter(fp32.state.values()))
     assert s["exp_avg"].dtype == torch.float32 and torch.equal(s["exp_avg"], m) and torch.equal(s["exp_avg_sq"], v)
-    assert "state_seed" not in s and "exp_avg_absmax" not in s
-    # fp32 → quantised: quantised (int8: exactly the encode of the fp32 moments)
+    assert "state_seed" not in s and "exp_avg_absmax" not in s and "state_int8_codes" not in s
+    # fp32 → quantised: quantised (int8: exactly the oracle's codes of m and of the root z = ⁴√v)
     back = adamlab.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2, state_precision="int8")
     back.load_state_dict(fp32.state_dict())
     s = next(iter(back.state.values()))
-    q, scale = TQ.encode_int8(m, 256, True)
-    assert s["exp_avg"].dtype == torch.int8 and torch.equal(s["exp_avg"], q) and torch.equal(s["exp_avg_absmax"], scale)
+    q, scale = Q.quantise_int8(m.numpy(), 256, True)
+    assert s["exp_avg"].dtype == torch.int8 and np.array_equal(s["exp_avg"].numpy(), q)
+    assert np.array_equal(s["exp_avg_absmax"].numpy(), scale) and s["state_int8_codes"] == 2
+    qz, scale_z = Q.quantise_int8(Q.root_of_second_moment(v.numpy(), adamax=False), 256, False)
+    assert np.array_equal(s["exp_avg_sq"].numpy(), qz) and np.array_equal(s["exp_avg_sq_absmax"].numpy(), scale_z)
     # another block size: re-quantised
     other = adamlab.Adam([torch.nn.Parameter(p.detach().clone())], state_precision="int8", state_block_size=64)
     other.load_state_dict(back.state_dict())
     assert next(iter(other.state.values()))["exp_avg_absmax"].numel() == -(-BIG // 64)
+
+
+def _version_1_state(name: str) -> tuple[dict, list[float], list[float]]:
+    """A version-1 int8 checkpoint (no state_int8_codes) built by hand, with its known float values: m codes
+    127, −127, 90, 0 with s_m = 0.5 (square map: m = ±0.5, 0.5·(90/127)², 0); second-moment codes 255, 128, 0
+    with s = 16 (Adam's fourth-power map: v = 16, 16·(128/255)⁴, 0; AdaMax's square map: u = 16, 16·(128/255)²)."""
+    p = torch.nn.Parameter(torch.zeros(BIG))
+    opt = OPTIMIZERS[name]([p], state_precision="int8")
+    second = "exp_inf" if name == "adamax" else "exp_avg_sq"
+    codes_m = torch.zeros(BIG, dtype=torch.int8)
+    codes_m[:4] = torch.tensor([127, -127, 90, 0], dtype=torch.int8)
+    codes_v = torch.zeros(BIG, dtype=torch.uint8)
+    codes_v[:3] = torch.tensor([255, 128, 0], dtype=torch.uint8)
+    nb = -(-BIG // 256)
+    state = {
+        "step": torch.tensor(3.0),
+        "exp_avg": codes_m,
+        "exp_avg_absmax": torch.full((nb,), 0.5),
+        second: codes_v,
+        second + "_absmax": torch.full((nb,), 16.0),
+        "state_seed": Q.tensor_seed(0, 0),
+        "state_block_size": 256,
+    }
+    power = 2 if name == "adamax" else 4
+    m = [0.5, -0.5, 0.5 * (90 / 127) ** 2, 0.0]
+    v = [16.0, 16.0 * (128 / 255) ** power, 0.0]
+    return {"state": {0: state}, "param_groups": opt.state_dict()["param_groups"]}, m, v
+
+
+@pytest.mark.parametrize("name", ["adam", "adamax"])
+def test_load_converts_a_version_1_state(name: str) -> None:
+    """Loading an int8 state without state_int8_codes decodes it with version 1's maps and re-encodes it in
+    version 2: hand-computed codes (s_m = 0.5; m/s_m: 1 → 120, (90/127)² = 0.5022 → 2^-1 → 112; the
+    root z = ⁴√v = 2, 2·128/255, 0 (AdaMax √u = 4, 4·128/255, 0) → s_z = 2 (4) and codes 255, 128, 0), and an
+    fp32 optimizer gets version 1's values themselves."""
+    sd, m, v = _version_1_state(name)
+    second = "exp_inf" if name == "adamax" else "exp_avg_sq"
+    p = torch.nn.Parameter(torch.zeros(BIG))
+    opt = OPTIMIZERS[name]([p], state_precision="int8")
+    opt.load_state_dict(copy.deepcopy(sd))
+    s = opt.state[p]
+    assert s["state_int8_codes"] == 2 and float(s["step"]) == 3
+    assert s["exp_avg"][:5].tolist() == [120, -120, 112, 0, 0] and float(s["exp_avg_absmax"][0]) == 0.5
+    assert s[second][:4].tolist() == [255, 128, 0, 0] and float(s[second + "_absmax"][0]) == pytest.approx(
+        4.0 if name == "adamax" else 2.0
+    )
+    got_m, got_v = TQ.moments(s)
+    assert got_m[:4].tolist() == pytest.approx(m, rel=2**-4) and got_v[:3].tolist() == pytest.approx(v, rel=0.02)
+    # into fp32 (and through dequantised_state_dict): version 1's values themselves
+    for load in ("adamlab", "dequantised_state_dict"):
+        q = torch.nn.Parameter(torch.zeros(BIG))
+        fp32 = OPTIMIZERS[name]([q])
+        fp32.load_state_dict(copy.deepcopy(sd) if load == "adamlab" else TQ.dequantised_state_dict(sd))
+        f = fp32.state[q]
+        assert f["exp_avg"][:4].tolist() == pytest.approx(m, rel=1e-6)
+        assert f[second][:3].tolist() == pytest.approx(v, rel=1e-5) and "state_int8_codes" not in f
+    # and the upgraded state steps like the oracle from the same version-2 codes
+    theta = np.zeros(BIG, np.float32)
+    ostate = {k: (val.numpy().copy() if torch.is_tensor(val) else val) for k, val in s.items()}
+    ostate["step"] = 3
+    g = np.linspace(-1, 1, BIG, dtype=np.float32)
+    theta, ostate, _ = Q.adam_step_quantised(theta, g, ostate, opt._hyperparameters(0, opt.param_groups[0]), "int8")
+    p.grad = torch.from_numpy(g.copy())
+    opt.step()
+    assert np.array_equal(_bits(p), _bits(theta))
 
 
 @pytest.mark.parametrize("precision", Q.QUANTISED)

@@ -276,12 +276,13 @@ class AdamFamily(Optimizer):
         """Bring a loaded state to the format ``hp`` gives p (see :meth:`load_state_dict`)."""
         want = hp.state_precision if quantised.takes_quantised_state(p, hp) else "fp32"
         have = quantised.precision_of(state)
-        if have == want and (want != "int8" or state["state_block_size"] == hp.state_block_size):
+        same_codes = state.get("state_int8_codes") == quantised.Q.INT8_CODES  # else version 1: re-encoded
+        if have == want and (want != "int8" or (state["state_block_size"] == hp.state_block_size and same_codes)):
             return
         second = self.moment_keys[1]
         if have != "fp32":
             m, v = quantised.moments(state)
-            for key in [k for k in state if k in ("state_seed", "state_block_size") or k.endswith("_absmax")]:
+            for key in [k for k in state if k in quantised.QUANTISATION_KEYS or k.endswith("_absmax")]:
                 del state[key]
             state["exp_avg"], state[second] = m.to(p.dtype), v.to(p.dtype)
         if want != "fp32":

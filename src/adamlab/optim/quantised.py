@@ -9,8 +9,11 @@ Which tensors: float32 parameters (plain tensors, not complex, not DTensors) of 
 ``MIN_QUANTISED_NUMEL`` = 4096 elements in a group with ``state_precision`` bf16 or int8; every other tensor
 keeps ordinary state. A quantised state holds, besides ``step``:
 
-- int8: ``exp_avg`` (int8, p's shape), ``exp_avg_absmax`` (float32, ceil(n/B)), ``exp_avg_sq`` (uint8; AdaMax
-  ``exp_inf``) and ``exp_avg_sq_absmax`` (``exp_inf_absmax``);
+- int8 (version 2 codes): ``exp_avg`` (int8 E4M3 codes of |m|/s_m with m's sign, p's shape),
+  ``exp_avg_absmax`` (float32 s_m, ceil(n/B)), ``exp_avg_sq`` (uint8 linear codes of the root z = ⁴√v; AdaMax
+  ``exp_inf``, z = √u) and ``exp_avg_sq_absmax`` (``exp_inf_absmax``: s_z = max z, a scale of the ROOT), and
+  ``state_int8_codes`` = 2. A state without that key holds version 1's codes (an older checkpoint):
+  :func:`upgrade_int8_codes` re-encodes it (``load_state_dict`` does);
 - bf16: ``exp_avg`` and ``exp_avg_sq`` (``exp_inf``) as torch.bfloat16;
 - both: ``state_seed`` (int, the stochastic rounding's seed) and ``state_block_size`` (int, B).
 """
@@ -26,10 +29,9 @@ from adamlab.hyperparameters import MIN_QUANTISED_NUMEL, QUANTISED
 from adamlab.numpy import quantised as Q
 
 State = dict[str, Any]
-_F32 = np.float32
-_INV127 = float(_F32(1.0) / _F32(127.0))
-_INV255 = float(_F32(1.0) / _F32(255.0))
 _MASK32 = 0xFFFFFFFF
+#: The keys only a quantised state has (besides the ``*_absmax`` scales).
+QUANTISATION_KEYS = ("state_seed", "state_block_size", "state_int8_codes")
 
 
 # ---------------------------------------------------------------------- which tensors, which format
@@ -77,6 +79,7 @@ def init_state(p: torch.Tensor, hp: Any, position: int) -> State:
         state["exp_avg_absmax"] = torch.zeros(nb, dtype=torch.float32, device=p.device)
         state[second] = torch.zeros(p.shape, dtype=torch.uint8, device=p.device)
         state[second + "_absmax"] = torch.zeros(nb, dtype=torch.float32, device=p.device)
+        state["state_int8_codes"] = Q.INT8_CODES
     else:
         state["exp_avg"] = torch.zeros(p.shape, dtype=torch.bfloat16, device=p.device)
         state[second] = torch.zeros(p.shape, dtype=torch.bfloat16, device=p.device)
@@ -102,45 +105,89 @@ def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
     return flat.reshape(-1, block)
 
 
-def encode_int8(
-    x: torch.Tensor, block: int, signed: bool, fourth_root: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 x → (codes of x's shape, per-block absmax s): the square map (signed: int8 with 127 levels;
-    unsigned: uint8 with 255) or, with ``fourth_root``, the fourth-power map (see adamlab.numpy.quantised)."""
+def encode_e4m3(y: torch.Tensor) -> torch.Tensor:
+    """:func:`adamlab.numpy.quantised.encode_e4m3` (the m code k ∈ [0, 127] of y = |m|/s ≥ 0, int64) on the
+    float32 bit patterns: y < 2^-14 → rint(y·2^17), else with t = bits(y) − 0x38000000,
+    (t + 0x7FFFF + ((t >> 20) & 1)) >> 20, at most 127."""
+    bits = y.contiguous().view(torch.int32).to(torch.int64)
+    small = bits < 0x38800000
+    sub = torch.round(torch.where(small, y, torch.zeros_like(y)) * 131072.0).to(torch.int64)  # exact product
+    t = bits - 0x38000000
+    k = (t + 0x7FFFF + ((t >> 20) & 1)) >> 20
+    return torch.where(small, sub, torch.clamp(k, max=127))
+
+
+def decode_e4m3(k: torch.Tensor) -> torch.Tensor:
+    """The float32 value of m codes k ∈ [0, 127] (exact): k·2^-17 for k < 8, else bits (k << 20) + 0x38000000."""
+    k = k.to(torch.int64)
+    normal = ((k << 20) + 0x38000000).to(torch.int32).view(torch.float32)
+    return torch.where(k < 8, k.to(torch.float32) * (1.0 / 131072.0), normal)
+
+
+def root_of_second_moment(v: torch.Tensor, adamax: bool) -> torch.Tensor:
+    """z, the root int8 state stores: Adam z = √(√v) (⁴√v), AdaMax z = √u; each root correctly rounded."""
+    return _sqrt(v) if adamax else _sqrt(_sqrt(v))
+
+
+def second_moment_of_root(z: torch.Tensor, adamax: bool) -> torch.Tensor:
+    """Adam ṽ = w̃·w̃ with w̃ = z̃·z̃; AdaMax ũ = z̃·z̃ (float32 products)."""
+    w = z * z
+    return w if adamax else w * w
+
+
+def encode_int8(x: torch.Tensor, block: int, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 x → (codes of x's shape, per-block scales s), as :func:`adamlab.numpy.quantised.quantise_int8`:
+    signed (m): int8 ±E4M3(|x|·(1/s)), s = max|x|; unsigned (a root z ≥ 0): uint8 min(rint(z·(255/s)), 255),
+    s = max z. One float32 division per block; s = 0 codes 0."""
     b = _blocks(x, block)
     scale = b.abs().amax(dim=1)
     s = scale[:, None]
     positive = s > 0
-    inv = torch.ones_like(s) / torch.where(positive, s, torch.ones_like(s))  # one float32 division per block
+    safe = torch.where(positive, s, torch.ones_like(s))
     if signed:
-        r = b.abs() * inv
-        q = torch.clamp(torch.round(_sqrt(r) * 127.0), max=127.0)
-        q = torch.where(b < 0, -q, q)
+        k = encode_e4m3(b.abs() * (torch.ones_like(s) / safe))
+        q = torch.where(b < 0, -k, k)
     else:
-        r = b * inv
-        root = _sqrt(_sqrt(r)) if fourth_root else _sqrt(r)
-        q = torch.clamp(torch.round(root * 255.0), max=255.0)
+        q = torch.clamp(torch.round(b * (torch.full_like(s, 255.0) / safe)), max=255.0)
     q = torch.where(positive, q, torch.zeros_like(q))
     codes = q.reshape(-1)[: x.numel()].reshape(x.shape)
     return codes.to(torch.int8 if signed else torch.uint8), scale
 
 
-def decode_int8(
-    q: torch.Tensor, scale: torch.Tensor, block: int, signed: bool, fourth_root: bool = False
-) -> torch.Tensor:
-    """Codes and per-block scales → float32: a = |q|·(1/127) (signed) or q·(1/255); (a·a)·s with q's sign,
-    or ((a·a)·(a·a))·s for the fourth-power map."""
+def decode_int8(q: torch.Tensor, scale: torch.Tensor, block: int, signed: bool) -> torch.Tensor:
+    """Codes and per-block scales → float32: signed, m̃ = decode_e4m3(|c|)·s with c's sign; unsigned, the root
+    z̃ = q·(s/255)."""
     b = _blocks(q, block)
     s = scale[:, None]
     if signed:
-        a = b.to(torch.int16).abs().to(torch.float32) * _INV127
-        x = (a * a) * s
-        x = torch.where(b < 0, -x, x)
+        mag = decode_e4m3(b.to(torch.int16).abs()) * s
+        x = torch.where(b < 0, -mag, mag)
     else:
-        a = b.to(torch.float32) * _INV255
-        sq = a * a
-        x = ((sq * sq) if fourth_root else sq) * s
+        x = b.to(torch.float32) * (s / torch.full_like(s, 255.0))  # one float32 division per block
     return x.reshape(-1)[: q.numel()].reshape(q.shape)
+
+
+def upgrade_int8_codes(state: State) -> bool:
+    """Re-encode a version-1 int8 state (one without ``state_int8_codes``: square map of m, fourth-power map
+    of v, square map of u) in version 2, in place, decoding it with
+    :func:`adamlab.numpy.quantised.decode_int8_v1`. Returns whether it did; other states are left alone."""
+    if precision_of(state) != "int8" or "state_int8_codes" in state:
+        return False
+    m, v = _legacy_moments(state)
+    store_moments(state, m, v, "int8", _second(state))
+    return True
+
+
+def _legacy_moments(state: State) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 m and v (u) of a version-1 int8 state, by :func:`adamlab.numpy.quantised.decode_int8_v1`."""
+    second, block = _second(state), int(state["state_block_size"])
+
+    def legacy(key: str, signed: bool, fourth_root: bool) -> torch.Tensor:
+        q, s = state[key].detach().cpu().numpy(), state[key + "_absmax"].detach().cpu().numpy()
+        value = Q.decode_int8_v1(q, s, block, signed, fourth_root=fourth_root)
+        return torch.from_numpy(value).to(state[key].device)
+
+    return legacy("exp_avg", True, False), legacy(second, False, second == "exp_avg_sq")
 
 
 # ---------------------------------------------------------------------- bf16 with stochastic rounding
@@ -187,27 +234,43 @@ def moments(state: State) -> tuple[torch.Tensor, torch.Tensor]:
     second = _second(state)
     if precision_of(state) == "bf16":
         return state["exp_avg"].to(torch.float32), state[second].to(torch.float32)
-    block = int(state["state_block_size"])
+    if "state_int8_codes" not in state:  # version 1 (an older checkpoint): its own decoder
+        return _legacy_moments(state)
+    m, z = _roots(state)
+    return m, second_moment_of_root(z, adamax=second == "exp_inf")
+
+
+def _roots(state: State) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 m̃ and root z̃ a version-2 int8 state stores."""
+    second, block = _second(state), int(state["state_block_size"])
+    if state.get("state_int8_codes") != Q.INT8_CODES:
+        raise ValueError(
+            f"state_int8_codes must be {Q.INT8_CODES}, got {state.get('state_int8_codes')!r} (upgrade_int8_codes "
+            "converts a version-1 state)"
+        )
     m = decode_int8(state["exp_avg"], state["exp_avg_absmax"], block, True)
-    v = decode_int8(state[second], state[second + "_absmax"], block, False, fourth_root=second == "exp_avg_sq")
-    return m, v
+    return m, decode_int8(state[second], state[second + "_absmax"], block, False)
+
+
+def _store_roots(state: State, m: torch.Tensor, z: torch.Tensor, second: str) -> None:
+    block = int(state["state_block_size"])
+    state["exp_avg"], state["exp_avg_absmax"] = encode_int8(m, block, True)
+    state[second], state[second + "_absmax"] = encode_int8(z, block, False)
+    state["state_int8_codes"] = Q.INT8_CODES
 
 
 def store_moments(state: State, m: torch.Tensor, v: torch.Tensor, precision: str, second: str) -> None:
     """Encode float32 m and v (u) into ``state`` in ``precision`` (bf16 rounds with the seed and the state's
     step, as a step would; int8 with ``state["state_block_size"]``); drops the other format's keys."""
-    for key in ("exp_avg", second, "exp_avg_absmax", second + "_absmax"):
+    for key in ("exp_avg", second, "exp_avg_absmax", second + "_absmax", "state_int8_codes"):
         state.pop(key, None)
     if precision == "bf16":
         seed, t = int(state["state_seed"]), int(float(state["step"]))
         state["exp_avg"] = encode_bf16(m.to(torch.float32), seed, t, 0)
         state[second] = encode_bf16(v.to(torch.float32), seed, t, 1)
     else:
-        block = int(state["state_block_size"])
-        state["exp_avg"], state["exp_avg_absmax"] = encode_int8(m.to(torch.float32), block, True)
-        state[second], state[second + "_absmax"] = encode_int8(
-            v.to(torch.float32), block, False, fourth_root=second == "exp_avg_sq"
-        )
+        z = root_of_second_moment(v.to(torch.float32), adamax=second == "exp_inf")
+        _store_roots(state, m.to(torch.float32), z, second)
 
 
 def dequantised(state: State) -> State:
@@ -217,12 +280,9 @@ def dequantised(state: State) -> State:
         return state
     second = _second(state)
     m, v = moments(state)
-    out = {k: v for k, v in state.items() if k not in _QUANTISATION_KEYS and not k.endswith("_absmax")}
+    out = {k: v for k, v in state.items() if k not in QUANTISATION_KEYS and not k.endswith("_absmax")}
     out["exp_avg"], out[second] = m, v
     return out
-
-
-_QUANTISATION_KEYS = ("state_seed", "state_block_size")
 
 
 def dequantised_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -254,14 +314,20 @@ def _scalar(value: np.floating) -> torch.Tensor:
 def step(p: torch.Tensor, grad: torch.Tensor, state: State, hp: Any) -> int:
     """One step of Adam (or AdaMax, by ``hp.algorithm``) with quantised state for one float32 tensor, in
     place: the contract's float32 operations in its order (see adamlab.numpy.quantised). Returns the number
-    of non-finite gradient entries (their coordinates keep θ and their dequantised old m̃, ṽ)."""
+    of non-finite gradient entries (their coordinates keep θ and their dequantised old m̃, ṽ; int8: m̃, z̃). An
+    int8 state of version 1 is first re-encoded (:func:`upgrade_int8_codes`)."""
     precision = precision_of(state)
     second = _second(state)
     adamax = hp.algorithm == "adamax"
     state["step"] += 1
     t = int(float(state["step"]))
     k = {name: _scalar(value).to(p.device) for name, value in Q.step_scalars(hp, t).items()}
-    m_old, v_old = moments(state)
+    upgrade_int8_codes(state)
+    if precision == "int8":
+        m_old, z_old = _roots(state)
+        v_old = second_moment_of_root(z_old, adamax)
+    else:
+        m_old, v_old = moments(state)
     theta = p.detach()
     g = grad.detach() * k["sign"]
     if float(k["wd"]) != 0:
@@ -271,30 +337,42 @@ def step(p: torch.Tensor, grad: torch.Tensor, state: State, hp: Any) -> int:
     if adamax:
         v = torch.maximum(k["b2"] * v_old, g.abs())
         den = (v * k["dmul"]) + k["eps"]
+        z = _sqrt(v)
     else:
         v = (k["b2"] * v_old) + ((k["c2"] * g) * g)
-        den = (_sqrt(v) * k["dmul"]) + k["eps"]
+        w = _sqrt(v)
+        den = (w * k["dmul"]) + k["eps"]
+        z = _sqrt(w)
     positive = den > 0
     q = (k["nstep"] * m) / torch.where(positive, den, torch.ones_like(den))
     q = torch.where(positive, q, torch.zeros_like(q))  # ε = 0 and ṽ = 0: the step is 0, as in the fp32 kernel
     ok = torch.isfinite(grad)
     p.copy_(torch.where(ok, base + q, theta))
-    store_moments(state, torch.where(ok, m, m_old), torch.where(ok, v, v_old), precision, second)
+    if precision == "int8":  # a non-finite gradient's coordinate keeps m̃ and z̃ itself (not a root of ṽ)
+        _store_roots(state, torch.where(ok, m, m_old), torch.where(ok, z, z_old), second)
+    else:
+        store_moments(state, torch.where(ok, m, m_old), torch.where(ok, v, v_old), precision, second)
     return int((~ok).sum())
 
 
 __all__ = [
+    "QUANTISATION_KEYS",
+    "decode_e4m3",
     "decode_int8",
     "dequantised",
     "dequantised_state_dict",
     "encode_bf16",
+    "encode_e4m3",
     "encode_int8",
     "init_state",
     "is_quantised",
     "moments",
     "precision_of",
     "random_bits",
+    "root_of_second_moment",
+    "second_moment_of_root",
     "step",
     "store_moments",
     "takes_quantised_state",
+    "upgrade_int8_codes",
 ]
