@@ -3,10 +3,12 @@ state_kernels.c): issue 16.
 
 θ and g stay float32; m and v (AdaMax: u) are stored as
 
-* ``"int8"``: blockwise codes, one float32 scale s (the block's max |x|) per block of ``block_size``
-  consecutive elements of the flattened tensor and per moment: m as int8 in [−127, 127] by the square map
-  (m̃ = ±(|q|/127)²·s), v as uint8 in [0, 255] by the fourth-power map (ṽ = (q/255)⁴·s), AdaMax's u as uint8
-  by the square map (ũ = (q/255)²·s): 2 bytes of state per parameter (plus 8/B for the scales);
+* ``"int8"`` (codes version 2, ``state_int8_codes`` = 2): blockwise codes, one float32 scale per block of
+  ``block_size`` consecutive elements of the flattened tensor and per moment: m as int8 ±k, k ∈ [0, 127] an
+  8-bit float code of |m|/s_m (4 exponent bits, 3 mantissa bits, subnormals, round half to even; s_m the
+  block's max |m|); the second moment by its root z (Adam z = √w with w = √v the step's root, so z = ⁴√v;
+  AdaMax z = √u) as uint8 q = min(rint(z·255/s_z), 255), z̃ = q·(s_z/255), ṽ = (z̃·z̃)·(z̃·z̃), ũ = z̃·z̃
+  (s_z the block's max z): 2 bytes of state per parameter (plus 8/B for the scales);
 * ``"bf16"``: bfloat16 with stochastic rounding by counter-based random bits (seeded by each tensor's
   ``state_seed``, reproducible on every instruction set and thread count): 4 bytes of state per parameter.
 

@@ -11,30 +11,33 @@
  *   dequantise m̃, ṽ;  g ← sign·g (maximize), + λ·θ (L2);  θ ← θ·decay (decoupled);
  *   m = (b1·m̃) + (c1·g);  v = (b2·ṽ) + ((c2·g)·g)      [AdaMax: u = max(b2·ũ, |g|)]
  *   θ ← θ + (nstep·m)/(√v·dmul + ε)                      [AdaMax: θ + (nstep·m)/(u·dmul + ε)]
- *   re-quantise m, v (int8: with the block's new absmax; bf16: stochastic rounding).
+ *   re-quantise m, v (int8: m and z = √√v or √u with the block's new scales; bf16: stochastic rounding).
  *
  * Two choices the contract leaves open, made as the fp32 kernel makes them (say so to the oracle):
  *  - where the denominator is not positive (ε = 0 and v = 0, e.g. AdaMax's default ε = 0 on a coordinate that
  *    never had a gradient, or whose ũ quantised to 0), the step is 0, not 0/0 or ∞: θ ← θ + 0 (θ·decay + 0
  *    under decoupled decay), as adamlab.numpy.adam's safe_div and the oracle;
- *  - int8 codes: x = 127·√r (or 255·⁴√r, 255·√r) is clamped as min(max(x, 0), 127 or 255), which sends a NaN
- *    x to 0. A NaN x arises only where the block's scale is subnormal (1/s = ∞, and 0·∞ for a zero element):
- *    zeros stay 0, every other element of such a block codes as the block's maximum.
+ *  - int8 codes (version 2): a block whose new scale is not positive (0, or NaN from a NaN θ under L2) codes
+ *    as 0 throughout, as the oracle; the second moment's code takes min(x, 255) before rounding, so a NaN
+ *    x = z·r_z (only with an infinite z, whose block has r_z = 255/∞ = 0) codes as 255.
  *
- * int8, per block of B elements (the last may be shorter; blocks start at element 0 of each tensor):
- *   m: signed square map, q = ±rint(127·√(|m|/s)), m̃ = ±(a·a)·s with a = |q|·(1/127);
- *   v: unsigned fourth-power map, q = rint(255·√√(v/s)), ṽ = (b·b)·s with b = a·a, a = q·(1/255);
- *   u (AdaMax): unsigned square map with 255; s = the block's max |x| after the update, one float32 per block
- *   and moment; |x|/s is computed as |x|·(1.0f/s), one division per block.
- * One pass over memory: a block is dequantised, updated (θ written), and its new m and v are kept in two
- * L1-resident float buffers while the absmax is found, then re-quantised from them.
+ * int8 (codes version 2, quant_spec2.md), per block of B elements (the last may be shorter; blocks start at
+ * element 0 of each tensor); the scales are taken after the update:
+ *   m: s_m = max |m|, r_m = 1/s_m (one float32 division per block), k = the E4M3 code of y = |m|·r_m (an
+ *      8-bit float: 4 exponent bits, 3 mantissa bits, subnormals, round half to even; q_e4m3_encode), stored
+ *      as ±k with m's sign; m̃ = ±decode(k)·s_m;
+ *   the second moment by its root z (Adam z = √w, w = √v the step's root; AdaMax z = √u): s_z = max z,
+ *      q = min(rint(z·r_z), 255) with r_z = 255/s_z; z̃ = q·d with d = s_z/255; Adam ṽ = (z̃·z̃)·(z̃·z̃),
+ *      AdaMax ũ = z̃·z̃. A coordinate with a non-finite gradient stores its old m̃ and z̃ (z̃ itself).
+ * One pass over memory: a block is dequantised, updated (θ written), and its new m and z are kept in two
+ * L1-resident float buffers while the maxima are found, then coded from them.
  *
  * bf16: m, v stored as bfloat16; encode x with 16 random bits r: NaN → 0x7FC0, else (bits(x) + r) >> 16;
  *   r = mix(key ^ i) >> 16 for element i of the flattened tensor, key = mix(seed ^ mix(2·step + which)),
  *   which = 0 for m and 1 for v/u, step the tensor's count after its increment; mix is a 32-bit integer hash.
  *
- * Non-finite gradients: the coordinate keeps its θ and stores its old (dequantised) m̃, ṽ, re-quantised (with
- * the block's new scale for int8), and is counted for its tensor.
+ * Non-finite gradients: the coordinate keeps its θ and stores its old (dequantised) m̃, ṽ (int8: m̃, z̃),
+ * re-quantised (with the block's new scales for int8), and is counted for its tensor.
  *
  * Threads: the driver of adam_kernels.c (chunks of the concatenation) through job_t's `range` hook; a block is
  * run by the chunk that holds its first element, so a block never straddles two threads, and every element
@@ -78,37 +81,57 @@ static inline uint16_t bf16_round_stochastic(float x, uint32_t r) {
     return (uint16_t)((b & 0x7fffffffu) > 0x7f800000u ? 0x7FC0u : (b + r) >> 16);
 }
 
-/* rint (round half to even) of x after clamping it to [0, HI] (NaN → 0), as an integer: adding 2^23 to a
- * float in [0, 2^23) leaves the rounded integer in the low mantissa bits. min(max(x, 0), HI) in the order of
- * the SIMD max/min instructions (maxps(x, 0) is 0 for a NaN x). */
-static inline int32_t q_code(float x, float hi) {
-    x = x > 0.0f ? x : 0.0f;
-    x = x < hi ? x : hi;
-    return (int32_t)(q_bits(x + 8388608.0f) - 0x4B000000u);
+/*
+ * The int8 codes, version 2 (the contract's arithmetic; docs/quantised-state.md).
+ * m: y = |m|·r_m (r_m = 1/s_m) coded as an 8-bit float with 4 exponent bits, 3 mantissa bits and subnormals
+ * ("E4M3", round half to even), k ∈ [0, 127]: k = rint(y·2^17) where y < 2^-14 (found as bits(y + 64) −
+ * bits(64): 64's ulp is 2^-17, so the float32 addition rounds y to the subnormal codes' grid, half to even),
+ * else k = (t + 0x7FFFF + ((t >> 20) & 1)) >> 20 with t = bits(y) − 0x38000000 (the same bits as
+ * bits(y) − 0x37F80001 + bit 20 of bits(y)), k ≤ 127 (+∞ and NaN take 127). Decode: k·2^-17 (k < 8), else the
+ * float32 with bits (k << 20) + 0x38000000 — which is exactly the IEEE half-precision value with bits k << 7
+ * (its subnormals are j·2^-24, its exponent bias 15), so the SIMD builds decode with vcvtph2ps.
+ */
+static inline uint32_t q_e4m3_encode(float y) {
+    const uint32_t b = q_bits(y);
+    if (b < 0x38800000u) return q_bits(y + 64.0f) - 0x42800000u;
+    const uint32_t k = (b - 0x37F80001u + ((b >> 20) & 1u)) >> 20;
+    return k < 127u ? k : 127u;
+}
+static inline float q_e4m3_decode(uint32_t k) {
+    return k < 8u ? (float)k * (1.0f / 131072.0f) : q_float((k << 20) + 0x38000000u);
+}
+/* The second moment's code of x = z·r_z (r_z = 255/s_z): min(rint(x), 255) — the clamp first (a NaN x takes
+ * 255, as minps(x, 255) gives), then the rounding, by adding 2^23 (x ∈ [0, 255]: the integer is in the low
+ * bits). */
+static inline uint32_t q_linear_encode(float x) {
+    x = x < 255.0f ? x : 255.0f;
+    return q_bits(x + 8388608.0f) - 0x4B000000u;
 }
 
 /*
  * The update of one coordinate (the contract's steps 2 and 3), shared by both formats: from g, θ and the
  * dequantised m̃ (MT), ṽ (VT), sets OK (g finite), PN (the new θ: the old one where g is not finite), MF, VF
- * (the m and v to store: the old m̃, ṽ where g is not finite).
+ * (the m and v to store: the old m̃, ṽ where g is not finite) and RT, the root the step divides by (Adam's
+ * w = √v, AdaMax's u; int8 stores its square root).
  */
-#define Q_UPDATE(ADAMAX, WD, c, gi, pi, MT, VT, OK, PN, MF, VF)                                 \
+#define Q_UPDATE(ADAMAX, WD, c, gi, pi, MT, VT, OK, PN, MF, VF, RT)                             \
     const int OK = finite_f(gi);                                                                \
-    float PN, MF, VF;                                                                           \
+    float PN, MF, VF, RT;                                                                       \
     {                                                                                           \
         float ge = gi * c->sign;                                                                \
         if (WD == 1) ge = ge + c->l2 * pi;                                                      \
         const float pd = WD == 2 ? pi * c->decay : pi;                                          \
         const float mn = (c->b1 * MT) + (c->c1 * ge);                                           \
-        float vn, den;                                                                          \
+        float vn;                                                                               \
         if (ADAMAX) {                                                                           \
             const float a = c->b2 * VT, ag = fabsf(ge);                                         \
             vn = a > ag ? a : ag;                                                               \
-            den = vn * c->dmul + c->eps;                                                        \
+            RT = vn;                                                                            \
         } else {                                                                                \
             vn = (c->b2 * VT) + ((c->c2 * ge) * ge);                                            \
-            den = sqrtf(vn) * c->dmul + c->eps;                                                 \
+            RT = sqrtf(vn);                                                                     \
         }                                                                                       \
+        const float den = RT * c->dmul + c->eps;                                                \
         const float step = (c->nstep * mn) / den;                                               \
         const float pu = pd + (den > 0.0f ? step : 0.0f);                                       \
         PN = OK ? pu : pi;                                                                      \
@@ -116,49 +139,64 @@ static inline int32_t q_code(float x, float hi) {
         VF = OK ? vn : VT;                                                                      \
     }
 
-/* One int8 block of nb ≤ B elements: θ, g, the codes of m and v, their scales (read, then the new ones
- * written), and two scratch buffers of nb floats. Returns the number of non-finite gradients. */
+/* One int8 block of nb ≤ B elements: θ, g, the codes of m and of the root z, their scales (read, then the new
+ * ones written), and two scratch buffers of nb floats (the new m and z). Returns the number of non-finite
+ * gradients. */
 typedef int64_t (*q8_block_f)(int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,
                               uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,
-                              float *restrict tv, const qscalars_t *c);
+                              float *restrict tz, const qscalars_t *c);
+
+/* A block's second pass, shared by every build's tail: the codes of m (tm) and z (tz) with the new scales. A
+ * scale that is not positive (0, or NaN from a NaN θ) codes its whole block as 0. */
+static inline void q8_codes_scalar(int64_t i0, int64_t nb, const float *tm, const float *tz, int8_t *qm,
+                                   uint8_t *qv, float s_m, float s_z) {
+    if (s_m > 0.0f) {
+        const float r_m = 1.0f / s_m;
+        for (int64_t i = i0; i < nb; ++i) {
+            const int32_t k = (int32_t)q_e4m3_encode(fabsf(tm[i]) * r_m);
+            qm[i] = (int8_t)(tm[i] < 0.0f ? -k : k);
+        }
+    } else {
+        memset(qm + i0, 0, (size_t)(nb - i0));
+    }
+    if (s_z > 0.0f) {
+        const float r_z = 255.0f / s_z;
+        for (int64_t i = i0; i < nb; ++i) qv[i] = (uint8_t)q_linear_encode(tz[i] * r_z);
+    } else {
+        memset(qv + i0, 0, (size_t)(nb - i0));
+    }
+}
 
 #define Q8_BLOCK_GENERIC(ISA, ATTR, ADAMAX, WD)                                                   \
     ATTR static int64_t q8_##ISA##_##ADAMAX##_##WD(                                             \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
         uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
-        float *restrict tv, const qscalars_t *c) {                                              \
-        const float s_m = *sm, s_v = *sv, k127 = 1.0f / 127.0f, k255 = 1.0f / 255.0f;           \
-        uint32_t max_m = 0, max_v = 0;                                                          \
+        float *restrict tz, const qscalars_t *c) {                                              \
+        const float s_m = *sm, d = *sv / 255.0f;                                                \
+        uint32_t max_m = 0, max_z = 0;                                                          \
         int32_t bad = 0;                                                                        \
         for (int64_t i = 0; i < nb; ++i) {                                                      \
-            const int32_t qi = qm[i];                                                           \
-            const float am = (float)(qi < 0 ? -qi : qi) * k127;                                 \
-            const float mag = (am * am) * s_m;                                                  \
-            const float mt = qi < 0 ? -mag : mag;                                               \
-            const float av = (float)qv[i] * k255, bv = av * av;                                 \
-            const float vt = ADAMAX ? bv * s_v : (bv * bv) * s_v;                               \
+            const int32_t ci = qm[i];                                                           \
+            const float dm = q_e4m3_decode((uint32_t)(ci < 0 ? -ci : ci));                      \
+            const float mt = (ci < 0 ? -dm : dm) * s_m;                                         \
+            const float zt = (float)qv[i] * d, wt = zt * zt;                                    \
+            const float vt = ADAMAX ? wt : wt * wt;                                             \
             const float gi = g[i], pi = p[i];                                                   \
-            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf)                             \
+            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf, rt)                         \
+            (void)vf;                                                                           \
             bad += ok ? 0 : 1;                                                                  \
             p[i] = pn;                                                                          \
+            const float zf = ok ? sqrtf(rt) : zt;                                               \
             tm[i] = mf;                                                                         \
-            tv[i] = vf;                                                                         \
+            tz[i] = zf;                                                                         \
             /* max |x| on the bits: for non-negative floats the integer order is the float order */ \
-            const uint32_t bm = q_bits(mf) & 0x7fffffffu, bvv = q_bits(vf) & 0x7fffffffu;       \
+            const uint32_t bm = q_bits(mf) & 0x7fffffffu, bz = q_bits(zf) & 0x7fffffffu;        \
             max_m = bm > max_m ? bm : max_m;                                                    \
-            max_v = bvv > max_v ? bvv : max_v;                                                  \
+            max_z = bz > max_z ? bz : max_z;                                                    \
         }                                                                                       \
-        const float nm = q_float(max_m), nv = q_float(max_v);                                   \
-        *sm = nm;                                                                               \
-        *sv = nv;                                                                               \
-        const float im = max_m ? 1.0f / nm : 0.0f, iv = max_v ? 1.0f / nv : 0.0f;               \
-        for (int64_t i = 0; i < nb; ++i) {                                                      \
-            const float mf = tm[i];                                                             \
-            const int32_t q = q_code(127.0f * sqrtf(fabsf(mf) * im), 127.0f);                   \
-            qm[i] = (int8_t)(mf < 0.0f ? -q : q);                                               \
-            const float r = tv[i] * iv;                                                         \
-            qv[i] = (uint8_t)q_code(255.0f * (ADAMAX ? sqrtf(r) : sqrtf(sqrtf(r))), 255.0f);    \
-        }                                                                                       \
+        *sm = q_float(max_m);                                                                   \
+        *sv = q_float(max_z);                                                                   \
+        q8_codes_scalar(0, nb, tm, tz, qm, qv, *sm, *sv);                                       \
         return bad;                                                                             \
     }
 
@@ -175,7 +213,8 @@ typedef int64_t (*bf_loop_f)(int64_t n, int64_t i0, float *restrict p, const flo
         for (int64_t i = 0; i < n; ++i) {                                                       \
             const float mt = bf16_to_f(m[i]), vt = bf16_to_f(v[i]);                             \
             const float gi = g[i], pi = p[i];                                                   \
-            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf)                             \
+            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf, rt)                         \
+            (void)rt;                                                                           \
             bad += ok ? 0 : 1;                                                                  \
             p[i] = pn;                                                                          \
             const uint32_t idx = (uint32_t)(i0 + i);                                            \
@@ -206,43 +245,14 @@ BF_LOOPS_GENERIC(scalar, TARGET_SCALAR)
 
 #ifdef ADAMLAB_X86
 /*
- * int8 blocks with AVX-512, 16 lanes, intrinsics: the same operations as Q8_BLOCK_GENERIC in the same order
- * (no FMA in anything stored), but the codes are found without the divider. A code q(r) = rint(c·√r) (or
- * rint(c·√√r)), clamped, is a non-decreasing function of r, so it is fixed by the thresholds
- * T[j] = min{r : q(r) ≥ j}, found once (q_init_tables) by bisection over the float bit patterns with the
- * scalar code function itself, so they are exact by construction. In the loop, x̂ = c·√r is estimated with
- * rsqrt14 as c·r·rsqrt14(r), and c·√√r as c·rsqrt14(rsqrt14(r)) (relative error < 1.5·2⁻¹⁴: |x̂ − x| < 0.03
- * for c ≤ 255); with k = ⌊x̂⌋ (clamped to the top code − 1) the code is k or k + 1, and it is k + 1 exactly
- * where r ≥ T[k + 1] (one lookup, one compare). A NaN r gives k = 0 and fails the compare (code 0, as q_code's clamp); ∞ is taken
- * as 2 (any r ≥ 1.02 codes as the maximum). Tail lanes (the last block's end) are masked.
+ * int8 blocks with AVX-512, 16 lanes, intrinsics: Q8_BLOCK_GENERIC's operations in its order (no FMA in
+ * anything stored). Pass 1 decodes m̃ by vcvtph2ps of the half-precision bits (|c| << 7) | (c's sign << 15)
+ * (see q_e4m3_decode; vpmovsxbw, vpabsw, vpsllw, one vpternlogd), z̃ = q·d; it updates with masked arithmetic
+ * (the lanes with a non-finite g keep θ, m̃ and z̃ through the masks, no blends), takes z = √w in the finite
+ * lanes (a masked vsqrtps) and keeps m, z in the block's buffers with their maxima (on the bits). Pass 2 codes
+ * them with integer operations on the float bits (m: both branches of the encoding, a masked move between
+ * them; z: min, + 2^23 and the low byte by vpmovdb). Tail lanes are masked.
  */
-#define Q_KIND_M 0 /* 127·√r, m's square map */
-#define Q_KIND_V 1 /* 255·√√r, v's fourth-power map */
-#define Q_KIND_U 2 /* 255·√r, AdaMax's u */
-static float q_thresholds[3][257];
-
-static int32_t q_code_of(float r, int kind) {
-    if (kind == Q_KIND_M) return q_code(127.0f * sqrtf(r), 127.0f);
-    return q_code(255.0f * (kind == Q_KIND_V ? sqrtf(sqrtf(r)) : sqrtf(r)), 255.0f);
-}
-
-__attribute__((constructor)) static void q_init_tables(void) {
-    for (int kind = 0; kind < 3; ++kind) {
-        const int top = kind == Q_KIND_M ? 127 : 255;
-        float *T = q_thresholds[kind];
-        T[0] = 0.0f;
-        for (int j = 1; j <= top; ++j) { /* the smallest non-negative float r with q(r) ≥ j */
-            uint32_t lo = 0, hi = 0x7f800000u; /* q(lo) < j ≤ q(hi = ∞) */
-            while (hi - lo > 1) {
-                const uint32_t mid = lo + (hi - lo) / 2;
-                if (q_code_of(q_float(mid), kind) >= j) hi = mid;
-                else lo = mid;
-            }
-            T[j] = q_float(hi);
-        }
-        for (int j = top + 1; j < 257; ++j) T[j] = q_float(0x7f800000u); /* never reached: ∞ */
-    }
-}
 
 /* 16 bytes from src, of which n (if < 16) are read and the rest zero (AVX-512 F only: no byte masks). */
 TARGET_AVX512 static inline __m128i q_load16(const void *src, int64_t n) {
@@ -252,52 +262,14 @@ TARGET_AVX512 static inline __m128i q_load16(const void *src, int64_t n) {
     return x;
 }
 
-/* T[1..128] of m's square map (T[128] = ∞) in 8 registers: a gather-free lookup of T[k + 1], k ≤ 126. */
-typedef struct {
-    __m512 t[8];
-} q_mtable_t;
-
-TARGET_AVX512 static inline q_mtable_t q_mtable_avx512(void) {
-    q_mtable_t T;
-    for (int j = 0; j < 8; ++j) T.t[j] = _mm512_loadu_ps(q_thresholds[Q_KIND_M] + 1 + 16 * j);
-    return T;
-}
-
-/* The codes of r (≥ 0, or NaN/∞) under map `kind`, for 16 lanes; m's thresholds from MT (vpermt2ps on k's
- * low 5 bits, then two levels of blends on bits 5 and 6), the others' by a gather. */
-__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q_codes_avx512(__m512 r, int kind,
-                                                                                 const q_mtable_t *MT) {
-    r = _mm512_min_ps(_mm512_set1_ps(2.0f), r); /* ∞ → 2; NaN stays NaN (minps returns its second operand) */
-    /* √r ≈ r·rsqrt(r) (r = 0: 0·∞ = NaN, code 0); ⁴√r ≈ rsqrt(rsqrt(r)) (r = 0: rsqrt(∞) = 0), relative
-     * error < 1.5·2⁻¹⁴ */
-    const __m512 y = kind == Q_KIND_V ? _mm512_rsqrt14_ps(_mm512_rsqrt14_ps(r)) : _mm512_mul_ps(r, _mm512_rsqrt14_ps(r));
-    const __m512 x = _mm512_mul_ps(_mm512_set1_ps(kind == Q_KIND_M ? 127.0f : 255.0f), y);
-    __m512i k = _mm512_cvttps_epi32(x); /* ⌊x̂⌋ (x̂ ≥ 0); NaN → INT_MIN */
-    /* k ≤ top − 1: the code is k or k + 1 also where x̂ ≥ top (then x ≥ top − 1 and T[top] decides) */
-    k = _mm512_min_epi32(_mm512_max_epi32(k, _mm512_setzero_si512()), _mm512_set1_epi32(kind == Q_KIND_M ? 126 : 254));
-    const __m512i one = _mm512_set1_epi32(1);
-    __m512 t;
-    if (kind == Q_KIND_M) {
-        const __mmask16 b5 = _mm512_test_epi32_mask(k, _mm512_set1_epi32(32));
-        const __mmask16 b6 = _mm512_test_epi32_mask(k, _mm512_set1_epi32(64));
-        const __m512 lo = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(MT->t[0], k, MT->t[1]),
-                                               _mm512_permutex2var_ps(MT->t[2], k, MT->t[3]));
-        const __m512 hi = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(MT->t[4], k, MT->t[5]),
-                                               _mm512_permutex2var_ps(MT->t[6], k, MT->t[7]));
-        t = _mm512_mask_blend_ps(b6, lo, hi);
-    } else {
-        t = _mm512_i32gather_ps(_mm512_add_epi32(k, one), q_thresholds[kind], 4);
-    }
-    return _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(r, t, _CMP_GE_OQ), k, one);
-}
-
 /* The update of 16 lanes (Q_UPDATE's operations, each rounded, in its order): returns the finite-gradient
- * mask; *pn the new θ (the old one where g is not finite), *mf, *vf the m, v to store (the old m̃, ṽ there).
- * Masked forms instead of blends: m, v are computed only in the finite lanes (the others keep m̃, ṽ), the
- * step is a zero-masked division (0 where the denominator is not positive), θ a masked add. */
+ * mask; *pn the new θ (the old one where g is not finite), *mf, *vf the m, v to store (the old m̃, ṽ there),
+ * *rt the root the step divides by (Adam √v, AdaMax u). Masked forms instead of blends: m, v are computed only
+ * in the finite lanes (the others keep m̃, ṽ), the step is a zero-masked division (0 where the denominator is
+ * not positive), θ a masked add. */
 __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_avx512(
     int adamax, int wd, const qscalars_t *c, __m512 gi, __m512 pi, __m512 mt, __m512 vt, __m512 *pn, __m512 *mf,
-    __m512 *vf) {
+    __m512 *vf, __m512 *rt) {
     const __mmask16 ok = (__mmask16)~_mm512_fpclass_ps_mask(gi, 0x99); /* not NaN, not ±∞ */
     __m512 ge = _mm512_mul_ps(gi, _mm512_set1_ps(c->sign));
     if (wd == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(_mm512_set1_ps(c->l2), pi));
@@ -305,82 +277,108 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
     const __m512 mn = _mm512_mask_add_ps(mt, ok, _mm512_mul_ps(_mm512_set1_ps(c->b1), mt),
                                          _mm512_mul_ps(_mm512_set1_ps(c->c1), ge));
     const __m512 b2 = _mm512_set1_ps(c->b2), dmul = _mm512_set1_ps(c->dmul), eps = _mm512_set1_ps(c->eps);
-    __m512 vn, den;
+    __m512 vn, r;
     if (adamax) {
         vn = _mm512_mask_max_ps(vt, ok, _mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));
-        den = _mm512_add_ps(_mm512_mul_ps(vn, dmul), eps);
+        r = vn;
     } else {
         vn = _mm512_mask_add_ps(vt, ok, _mm512_mul_ps(b2, vt),
                                 _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), ge), ge));
-        den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vn), dmul), eps);
+        r = _mm512_sqrt_ps(vn);
     }
+    const __m512 den = _mm512_add_ps(_mm512_mul_ps(r, dmul), eps);
     const __mmask16 pos = _mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_GT_OQ);
     const __m512 step = _mm512_maskz_div_ps(pos, _mm512_mul_ps(_mm512_set1_ps(c->nstep), mn), den);
     *pn = _mm512_mask_add_ps(pi, ok, pd, step);
     *mf = mn;
     *vf = vn;
+    *rt = r;
     return ok;
 }
 
+/* m̃ of 16 int8 codes with the block's scale s_m: decode(|c|)·s_m with c's sign (the sign changes no rounding). */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512 q8_decode_m_avx512(__m128i cb, __m512 s_m) {
+    const __m256i c16 = _mm256_cvtepi8_epi16(cb);
+    const __m256i mag = _mm256_slli_epi16(_mm256_abs_epi16(c16), 7);
+    const __m512i h = _mm512_ternarylogic_epi32(_mm512_castsi256_si512(mag), _mm512_castsi256_si512(c16),
+                                                _mm512_set1_epi32((int)0x80008000u), 0xF8); /* a | (b & c) */
+    return _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s_m);
+}
+
+/* The codes ±k of 16 values of m (r_m = 1/s_m, finite or ∞), as int32 lanes (q_e4m3_encode). */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_m_avx512(__m512 mf, __m512 r_m) {
+    /* bits(|m|·r_m) = bits(m·r_m) without the sign (rounding is symmetric) */
+    const __m512i yb = _mm512_and_si512(_mm512_castps_si512(_mm512_mul_ps(mf, r_m)), _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 small = _mm512_cmplt_epu32_mask(yb, _mm512_set1_epi32(0x38800000));
+    const __m512i ks = _mm512_sub_epi32(
+        _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(yb), _mm512_set1_ps(64.0f))), _mm512_set1_epi32(0x42800000));
+    const __mmask16 odd = _mm512_test_epi32_mask(yb, _mm512_set1_epi32(1 << 20));
+    __m512i t = _mm512_sub_epi32(yb, _mm512_set1_epi32(0x37F80001));
+    t = _mm512_mask_add_epi32(t, odd, t, _mm512_set1_epi32(1));
+    __m512i k = _mm512_min_epu32(_mm512_srli_epi32(t, 20), _mm512_set1_epi32(127));
+    k = _mm512_mask_mov_epi32(k, small, ks);
+    const __mmask16 neg = _mm512_cmp_ps_mask(mf, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mask_sub_epi32(k, neg, _mm512_setzero_si512(), k);
+}
+
+/* The codes of 16 roots z (r_z = 255/s_z) in the low bytes of the lanes (q_linear_encode). */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_z_avx512(__m512 zf, __m512 r_z) {
+    const __m512 x = _mm512_min_ps(_mm512_mul_ps(zf, r_z), _mm512_set1_ps(255.0f)); /* NaN → 255 */
+    return _mm512_castps_si512(_mm512_add_ps(x, _mm512_set1_ps(8388608.0f)));
+}
+
 #define Q_PREFETCH 1024 /* elements ahead (a prefetch past the end is harmless) */
+#define Q_TAIL16(nb, i) ((nb) - (i) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)((nb) - (i))) - 1u))
 #define Q8_BLOCK_AVX512(ADAMAX, WD)                                                               \
     TARGET_AVX512 static int64_t q8_avx512_##ADAMAX##_##WD(                                     \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
         uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
-        float *restrict tv, const qscalars_t *c) {                                              \
-        const __m512 s_m = _mm512_set1_ps(*sm), s_v = _mm512_set1_ps(*sv);                     \
-        const __m512 k127 = _mm512_set1_ps(1.0f / 127.0f), k255 = _mm512_set1_ps(1.0f / 255.0f); \
-        const __m512 zero = _mm512_setzero_ps(), signbit = _mm512_set1_ps(-0.0f);               \
+        float *restrict tz, const qscalars_t *c) {                                              \
+        const __m512 s_m = _mm512_set1_ps(*sm), d = _mm512_set1_ps(*sv / 255.0f);               \
         const __m512i absmask = _mm512_set1_epi32(0x7fffffff);                                  \
-        __m512i max_m = _mm512_setzero_si512(), max_v = _mm512_setzero_si512();                 \
+        __m512i max_m = _mm512_setzero_si512(), max_z = _mm512_setzero_si512();                 \
         int64_t bad = 0;                                                                        \
         for (int64_t i = 0; i < nb; i += 16) {                                                  \
-            const __mmask16 k =                                                                 \
-                nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
+            const __mmask16 k = Q_TAIL16(nb, i);                                                \
             _mm_prefetch((const char *)(p + i + Q_PREFETCH), _MM_HINT_T0);                      \
             _mm_prefetch((const char *)(g + i + Q_PREFETCH), _MM_HINT_T0);                      \
             if ((i & 63) == 0) {                                                                \
                 _mm_prefetch((const char *)(qm + i + Q_PREFETCH), _MM_HINT_T0);                 \
                 _mm_prefetch((const char *)(qv + i + Q_PREFETCH), _MM_HINT_T0);                 \
             }                                                                                   \
-            const __m512i qi = _mm512_cvtepi8_epi32(q_load16(qm + i, nb - i));            \
-            /* a·a from the signed code: (q·(1/127))² has the bits of (|q|·(1/127))² (round to nearest is  \
-             * symmetric); the sign of q·(1/127) is then put on (a·a)·s by one vpternlogd (0xCA: a ? b : c) */ \
-            const __m512 as = _mm512_mul_ps(_mm512_cvtepi32_ps(qi), k127);                      \
-            const __m512 mag = _mm512_mul_ps(_mm512_mul_ps(as, as), s_m);                       \
-            const __m512 mt = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(                    \
-                _mm512_castps_si512(signbit), _mm512_castps_si512(as), _mm512_castps_si512(mag), 0xCA)); \
-            const __m512 av =                                                                   \
-                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q_load16(qv + i, nb - i))), k255); \
-            const __m512 bv = _mm512_mul_ps(av, av);                                            \
-            const __m512 vt = ADAMAX ? _mm512_mul_ps(bv, s_v) : _mm512_mul_ps(_mm512_mul_ps(bv, bv), s_v); \
+            const __m512 mt = q8_decode_m_avx512(q_load16(qm + i, nb - i), s_m);                \
+            const __m512 zt =                                                                   \
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q_load16(qv + i, nb - i))), d); \
+            const __m512 wt = _mm512_mul_ps(zt, zt);                                            \
+            const __m512 vt = ADAMAX ? wt : _mm512_mul_ps(wt, wt);                              \
             const __m512 gi = _mm512_maskz_loadu_ps(k, g + i), pi = _mm512_maskz_loadu_ps(k, p + i); \
-            __m512 pn, mf, vf;                                                                  \
-            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf); \
+            __m512 pn, mf, vf, rt;                                                              \
+            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt); \
+            (void)vf;                                                                           \
             bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                          \
             _mm512_mask_storeu_ps(p + i, k, pn);                                                \
+            const __m512 zf = _mm512_mask_sqrt_ps(zt, ok, rt);                                  \
             _mm512_storeu_ps(tm + i, mf); /* the buffers hold whole vectors: B is a multiple of 64 */ \
-            _mm512_storeu_ps(tv + i, vf);                                                       \
+            _mm512_storeu_ps(tz + i, zf);                                                       \
             max_m = _mm512_mask_max_epu32(max_m, k, max_m, _mm512_and_si512(_mm512_castps_si512(mf), absmask)); \
-            max_v = _mm512_mask_max_epu32(max_v, k, max_v, _mm512_and_si512(_mm512_castps_si512(vf), absmask)); \
+            max_z = _mm512_mask_max_epu32(max_z, k, max_z, _mm512_and_si512(_mm512_castps_si512(zf), absmask)); \
         }                                                                                       \
-        const uint32_t bm = _mm512_reduce_max_epu32(max_m), bvv = _mm512_reduce_max_epu32(max_v); \
-        const float nm = q_float(bm), nv = q_float(bvv);                                        \
+        const float nm = q_float(_mm512_reduce_max_epu32(max_m)), nz = q_float(_mm512_reduce_max_epu32(max_z)); \
         *sm = nm;                                                                               \
-        *sv = nv;                                                                               \
-        const __m512 im = _mm512_set1_ps(bm ? 1.0f / nm : 0.0f), iv = _mm512_set1_ps(bvv ? 1.0f / nv : 0.0f); \
-        const q_mtable_t MT = q_mtable_avx512();                                                \
-        for (int64_t i = 0; i < nb; i += 16) {                                                  \
-            const __mmask16 k =                                                                 \
-                nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)(nb - i)) - 1u); \
-            const __m512 mf = _mm512_loadu_ps(tm + i);                                           \
-            const __m512 rm = _mm512_mul_ps(_mm512_abs_ps(mf), im);                             \
-            __m512i q = q_codes_avx512(rm, Q_KIND_M, &MT);                                         \
-            const __mmask16 neg = _mm512_cmp_ps_mask(mf, zero, _CMP_LT_OQ);                     \
-            q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);                       \
-            _mm512_mask_cvtepi32_storeu_epi8(qm + i, k, q);                                     \
-            const __m512 rv = _mm512_mul_ps(_mm512_loadu_ps(tv + i), iv);                        \
-            _mm512_mask_cvtepi32_storeu_epi8(qv + i, k, q_codes_avx512(rv, ADAMAX ? Q_KIND_U : Q_KIND_V, &MT));   \
+        *sv = nz;                                                                               \
+        if (nm > 0.0f) {                                                                        \
+            const __m512 r_m = _mm512_set1_ps(1.0f / nm);                                       \
+            for (int64_t i = 0; i < nb; i += 16)                                                \
+                _mm512_mask_cvtepi32_storeu_epi8(qm + i, Q_TAIL16(nb, i), q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m)); \
+        } else {                                                                                \
+            memset(qm, 0, (size_t)nb);                                                          \
+        }                                                                                       \
+        if (nz > 0.0f) {                                                                        \
+            const __m512 r_z = _mm512_set1_ps(255.0f / nz);                                     \
+            for (int64_t i = 0; i < nb; i += 16)                                                \
+                _mm512_mask_cvtepi32_storeu_epi8(qv + i, Q_TAIL16(nb, i), q8_code_z_avx512(_mm512_loadu_ps(tz + i), r_z)); \
+        } else {                                                                                \
+            memset(qv, 0, (size_t)nb);                                                          \
         }                                                                                       \
         return bad;                                                                             \
     }
@@ -390,45 +388,29 @@ Q8_BLOCK_AVX512(0, 2)
 Q8_BLOCK_AVX512(1, 0)
 Q8_BLOCK_AVX512(1, 1)
 Q8_BLOCK_AVX512(1, 2)
-#endif
 
-#ifdef ADAMLAB_X86
 /*
- * int8 blocks with AVX2, 8 lanes: Q8_BLOCK_AVX512's method (the same operations in the same order, the codes
- * from the thresholds with an rsqrt estimate: rsqrt_ps's relative error < 1.5·2⁻¹², 2.3·2⁻¹² through
- * rsqrt(rsqrt(r)): |x̂ − x| < 0.2 < ½ for x ≤ 255·⁴√2). A tail of fewer than 8 goes through zero-padded copies (a zero
- * lane changes no maximum and counts as finite).
+ * int8 blocks with AVX2, 8 lanes: Q8_BLOCK_AVX512's method (m̃ by vcvtph2ps from F16C; blends where AVX-512
+ * has masks). A tail of fewer than 8 goes through zero-padded copies (a zero lane changes no maximum and
+ * counts as finite).
  */
 TARGET_AVX2 static inline __m256 q_abs_avx2(__m256 x) {
     return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
 }
 
-/* The codes of 8 values r under map `kind` (see q_codes_avx512). */
-TARGET_AVX2 static inline __m256i q_codes_avx2(__m256 r, int kind) {
-    r = _mm256_min_ps(_mm256_set1_ps(2.0f), r);
-    const __m256 y = kind == Q_KIND_V ? _mm256_rsqrt_ps(_mm256_rsqrt_ps(r)) : _mm256_mul_ps(r, _mm256_rsqrt_ps(r));
-    const __m256 x = _mm256_mul_ps(_mm256_set1_ps(kind == Q_KIND_M ? 127.0f : 255.0f), y);
-    __m256i k = _mm256_cvttps_epi32(x);
-    k = _mm256_min_epi32(_mm256_max_epi32(k, _mm256_setzero_si256()), _mm256_set1_epi32(kind == Q_KIND_M ? 127 : 255));
-    const __m256 t = _mm256_i32gather_ps(q_thresholds[kind], _mm256_add_epi32(k, _mm256_set1_epi32(1)), 4);
-    return _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(r, t, _CMP_GE_OQ)));
-}
-
-/* Pass 1 on 8 lanes: dequantise, update (θ stored at P), the m and v to store into TM, TV; their |·| bits
+/* Pass 1 on 8 lanes: dequantise, update (θ stored at P), the m and z to store into TM, TZ; their |·| bits
  * folded into the maxima. */
 __attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
-    int adamax, int wd, float *p, const float *g, const int8_t *qm, const uint8_t *qv, float *tm, float *tv,
-    __m256 s_m, __m256 s_v, const qscalars_t *c, __m256i *max_m, __m256i *max_v) {
-    const __m256 k127 = _mm256_set1_ps(1.0f / 127.0f), k255 = _mm256_set1_ps(1.0f / 255.0f);
-    const __m256i qi = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)qm));
-    const __m256 am = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_abs_epi32(qi)), k127);
-    const __m256 mag = _mm256_mul_ps(_mm256_mul_ps(am, am), s_m);
-    const __m256 neg = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), qi));
-    const __m256 mt = _mm256_xor_ps(mag, _mm256_and_ps(neg, _mm256_set1_ps(-0.0f)));
-    const __m256 av =
-        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qv))), k255);
-    const __m256 bv = _mm256_mul_ps(av, av);
-    const __m256 vt = adamax ? _mm256_mul_ps(bv, s_v) : _mm256_mul_ps(_mm256_mul_ps(bv, bv), s_v);
+    int adamax, int wd, float *p, const float *g, const int8_t *qm, const uint8_t *qv, float *tm, float *tz,
+    __m256 s_m, __m256 d, const qscalars_t *c, __m256i *max_m, __m256i *max_z) {
+    const __m128i c16 = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)qm));
+    const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_abs_epi16(c16), 7),
+                                   _mm_and_si128(c16, _mm_set1_epi16((short)0x8000)));
+    const __m256 mt = _mm256_mul_ps(_mm256_cvtph_ps(h), s_m);
+    const __m256 zt =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qv))), d);
+    const __m256 wt = _mm256_mul_ps(zt, zt);
+    const __m256 vt = adamax ? wt : _mm256_mul_ps(wt, wt);
     const __m256 gi = _mm256_loadu_ps(g), pi = _mm256_loadu_ps(p), zero = _mm256_setzero_ps();
     const __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(gi, gi), zero, _CMP_EQ_OQ);
     __m256 ge = _mm256_mul_ps(gi, _mm256_set1_ps(c->sign));
@@ -436,39 +418,49 @@ __attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
     const __m256 pd = wd == 2 ? _mm256_mul_ps(pi, _mm256_set1_ps(c->decay)) : pi;
     const __m256 mn = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(c->c1), ge));
     const __m256 b2 = _mm256_set1_ps(c->b2), dmul = _mm256_set1_ps(c->dmul), eps = _mm256_set1_ps(c->eps);
-    __m256 vn, den;
+    __m256 r;
     if (adamax) {
-        vn = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge));
-        den = _mm256_add_ps(_mm256_mul_ps(vn, dmul), eps);
+        r = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge));
     } else {
         const __m256 c2 = _mm256_set1_ps(c->c2);
-        vn = _mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, ge), ge));
-        den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vn), dmul), eps);
+        r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, ge), ge)));
     }
+    const __m256 den = _mm256_add_ps(_mm256_mul_ps(r, dmul), eps);
     const __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mn), den);
     const __m256 pu = _mm256_add_ps(pd, _mm256_and_ps(step, _mm256_cmp_ps(den, zero, _CMP_GT_OQ)));
     _mm256_storeu_ps(p, _mm256_blendv_ps(pi, pu, ok));
-    const __m256 mf = _mm256_blendv_ps(mt, mn, ok), vf = _mm256_blendv_ps(vt, vn, ok);
+    const __m256 mf = _mm256_blendv_ps(mt, mn, ok), zf = _mm256_blendv_ps(zt, _mm256_sqrt_ps(r), ok);
     _mm256_storeu_ps(tm, mf);
-    _mm256_storeu_ps(tv, vf);
+    _mm256_storeu_ps(tz, zf);
     *max_m = _mm256_max_epu32(*max_m, _mm256_castps_si256(q_abs_avx2(mf)));
-    *max_v = _mm256_max_epu32(*max_v, _mm256_castps_si256(q_abs_avx2(vf)));
+    *max_z = _mm256_max_epu32(*max_z, _mm256_castps_si256(q_abs_avx2(zf)));
     return 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
 }
 
-/* Pass 2 on 8 lanes: the codes of TM, TV (scaled by im, iv) into QM, QV. */
-__attribute__((always_inline)) TARGET_AVX2 static inline void q8_avx2_codes(int adamax, const float *tm,
-                                                                            const float *tv, int8_t *qm,
-                                                                            uint8_t *qv, __m256 im, __m256 iv) {
+/* Pass 2 on 8 lanes: the codes of m (r_m = 1/s_m) into QM (q8_code_m_avx512's operations). */
+__attribute__((always_inline)) TARGET_AVX2 static inline void q8_avx2_code_m(const float *tm, int8_t *qm, __m256 r_m) {
     const __m256 mf = _mm256_loadu_ps(tm);
-    __m256i q = q_codes_avx2(_mm256_mul_ps(q_abs_avx2(mf), im), Q_KIND_M);
+    const __m256i yb = _mm256_castps_si256(q_abs_avx2(_mm256_mul_ps(mf, r_m)));
+    const __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x38800000), yb); /* yb < 2^31: signed compare */
+    const __m256i ks = _mm256_sub_epi32(
+        _mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(yb), _mm256_set1_ps(64.0f))), _mm256_set1_epi32(0x42800000));
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(yb, 20), _mm256_set1_epi32(1));
+    const __m256i t = _mm256_add_epi32(_mm256_sub_epi32(yb, _mm256_set1_epi32(0x37F80001)), odd);
+    const __m256i kb = _mm256_min_epu32(_mm256_srli_epi32(t, 20), _mm256_set1_epi32(127));
+    __m256i k = _mm256_blendv_epi8(kb, ks, small);
     const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(mf, _mm256_setzero_ps(), _CMP_LT_OQ));
-    q = _mm256_sub_epi32(_mm256_xor_si256(q, neg), neg); /* −q where m < 0 */
-    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    k = _mm256_sub_epi32(_mm256_xor_si256(k, neg), neg); /* −k where m < 0 */
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
     _mm_storel_epi64((__m128i *)qm, _mm_packs_epi16(w, w));
-    const __m256i u = q_codes_avx2(_mm256_mul_ps(_mm256_loadu_ps(tv), iv), adamax ? Q_KIND_U : Q_KIND_V);
-    const __m128i wu = _mm_packs_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
-    _mm_storel_epi64((__m128i *)qv, _mm_packus_epi16(wu, wu));
+}
+
+/* Pass 2 on 8 lanes: the codes of z (r_z = 255/s_z) into QV (q_linear_encode). */
+__attribute__((always_inline)) TARGET_AVX2 static inline void q8_avx2_code_z(const float *tz, uint8_t *qv, __m256 r_z) {
+    const __m256 x = _mm256_min_ps(_mm256_mul_ps(_mm256_loadu_ps(tz), r_z), _mm256_set1_ps(255.0f)); /* NaN → 255 */
+    const __m256i q = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(x, _mm256_set1_ps(8388608.0f))),
+                                       _mm256_set1_epi32(0x4B000000));
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)qv, _mm_packus_epi16(w, w));
 }
 
 TARGET_AVX2 static inline uint32_t q_max_avx2(__m256i x) {
@@ -482,13 +474,13 @@ TARGET_AVX2 static inline uint32_t q_max_avx2(__m256i x) {
     TARGET_AVX2 static int64_t q8_avx2_##ADAMAX##_##WD(                                         \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
         uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
-        float *restrict tv, const qscalars_t *c) {                                              \
-        const __m256 s_m = _mm256_set1_ps(*sm), s_v = _mm256_set1_ps(*sv);                     \
-        __m256i max_m = _mm256_setzero_si256(), max_v = _mm256_setzero_si256();                 \
+        float *restrict tz, const qscalars_t *c) {                                              \
+        const __m256 s_m = _mm256_set1_ps(*sm), d = _mm256_set1_ps(*sv / 255.0f);               \
+        __m256i max_m = _mm256_setzero_si256(), max_z = _mm256_setzero_si256();                 \
         int64_t bad = 0, i = 0;                                                                 \
         for (; i + 8 <= nb; i += 8)                                                             \
-            bad += q8_avx2_update(ADAMAX, WD, p + i, g + i, qm + i, qv + i, tm + i, tv + i, s_m, s_v, c, \
-                                  &max_m, &max_v);                                              \
+            bad += q8_avx2_update(ADAMAX, WD, p + i, g + i, qm + i, qv + i, tm + i, tz + i, s_m, d, c, \
+                                  &max_m, &max_z);                                              \
         if (i < nb) {                                                                           \
             const size_t r = (size_t)(nb - i);                                                  \
             float tp[8] = {0}, tg[8] = {0};                                                     \
@@ -498,22 +490,24 @@ TARGET_AVX2 static inline uint32_t q_max_avx2(__m256i x) {
             memcpy(tg, g + i, r * sizeof(float));                                               \
             memcpy(tq, qm + i, r);                                                              \
             memcpy(tu, qv + i, r);                                                              \
-            bad += q8_avx2_update(ADAMAX, WD, tp, tg, tq, tu, tm + i, tv + i, s_m, s_v, c, &max_m, &max_v); \
+            bad += q8_avx2_update(ADAMAX, WD, tp, tg, tq, tu, tm + i, tz + i, s_m, d, c, &max_m, &max_z); \
             memcpy(p + i, tp, r * sizeof(float));                                               \
         }                                                                                       \
-        const uint32_t bm = q_max_avx2(max_m), bvv = q_max_avx2(max_v);                         \
-        const float nm = q_float(bm), nv = q_float(bvv);                                        \
+        const float nm = q_float(q_max_avx2(max_m)), nz = q_float(q_max_avx2(max_z));           \
         *sm = nm;                                                                               \
-        *sv = nv;                                                                               \
-        const __m256 im = _mm256_set1_ps(bm ? 1.0f / nm : 0.0f), iv = _mm256_set1_ps(bvv ? 1.0f / nv : 0.0f); \
-        for (i = 0; i + 8 <= nb; i += 8) q8_avx2_codes(ADAMAX, tm + i, tv + i, qm + i, qv + i, im, iv); \
-        if (i < nb) {                                                                           \
-            int8_t tq[8];                                                                       \
-            uint8_t tu[8];                                                                      \
-            q8_avx2_codes(ADAMAX, tm + i, tv + i, tq, tu, im, iv);                              \
-            memcpy(qm + i, tq, (size_t)(nb - i));                                               \
-            memcpy(qv + i, tu, (size_t)(nb - i));                                               \
+        *sv = nz;                                                                               \
+        const int64_t whole = nb & ~(int64_t)7;                                                 \
+        if (nm > 0.0f) {                                                                        \
+            const __m256 r_m = _mm256_set1_ps(1.0f / nm);                                       \
+            for (i = 0; i < whole; i += 8) q8_avx2_code_m(tm + i, qm + i, r_m);                 \
         }                                                                                       \
+        if (nz > 0.0f) {                                                                        \
+            const __m256 r_z = _mm256_set1_ps(255.0f / nz);                                     \
+            for (i = 0; i < whole; i += 8) q8_avx2_code_z(tz + i, qv + i, r_z);                 \
+        }                                                                                       \
+        if (!(nm > 0.0f)) memset(qm, 0, (size_t)whole);                                         \
+        if (!(nz > 0.0f)) memset(qv, 0, (size_t)whole);                                         \
+        q8_codes_scalar(whole, nb, tm, tz, qm, qv, nm, nz); /* the tail */                      \
         return bad;                                                                             \
     }
 Q8_BLOCK_AVX2(0, 0)
@@ -584,8 +578,8 @@ static const uint16_t Q_WIDEN_WORDS[32] __attribute__((aligned(64))) = {
             const __m512 vt = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, widen, vb)); \
             const __m512 gi = full ? _mm512_loadu_ps(g + i) : _mm512_maskz_loadu_ps(k, g + i);    \
             const __m512 pi = full ? _mm512_loadu_ps(p + i) : _mm512_maskz_loadu_ps(k, p + i);    \
-            __m512 pn, mf, vf;                                                                    \
-            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf);   \
+            __m512 pn, mf, vf, rt;                                                                \
+            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt); \
             bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                            \
             const __m512i j = _mm512_xor_si512(idx, _mm512_srli_epi32(idx, 16));                  \
             const __m512i mo = q_bf16_round_avx512(mf, q_rand16_avx512(key_m, j));                \
