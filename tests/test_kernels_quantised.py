@@ -206,11 +206,18 @@ def test_threads_give_the_same_bits(precision: str) -> None:
     assert_same(two, os_, "2 threads")
 
 
+def e4m3_value(k: int) -> float:
+    """The value of the m code k by its definition (quant_spec2.md): k·2^-17 below 8, else (1 + j/8)·2^(e − 15)
+    with k = 8e + j."""
+    return k * 2.0**-17 if k < 8 else (1 + (k % 8) / 8) * 2.0 ** (k // 8 - 15)
+
+
 def tie_gradients(block: int) -> torch.Tensor:
-    """Gradients whose m and v codes land within a few ulps of the codes' rounding ties: |g|/G near
-    ((k + ½)/127)² (m = c1·g, code rint(127·√(|m|/s))) and ((k + ½)/255)² (v = c2·g², code rint(255·√√(v/s))),
-    each block led by G = 1 (its scale)."""
-    ties = [((k + 0.5) / 127) ** 2 for k in range(127)] + [((k + 0.5) / 255) ** 2 for k in range(255)]
+    """Gradients whose codes land within a few ulps of their rounding ties, each block led by G = 1 (the block's
+    scale): |g|/G near the midpoints of consecutive m codes (y = |m|/s_m, the E4M3 code, subnormal codes
+    included) and near ((q + ½)/255)² (the root's code: z/s_z = √(|g|/G) on the first step, for Adam's
+    z = ⁴√(c2·g²) and AdaMax's z = √|g|)."""
+    ties = [(e4m3_value(k) + e4m3_value(k + 1)) / 2 for k in range(127)] + [((q + 0.5) / 255) ** 2 for q in range(255)]
     base = torch.tensor(ties, dtype=torch.float32)
     steps = torch.arange(-6, 7, dtype=torch.float32) * 2.0**-23
     values = (base[:, None] * (1 + steps[None, :])).reshape(-1)
@@ -228,8 +235,9 @@ def tie_gradients(block: int) -> torch.Tensor:
 @pytest.mark.parametrize("adamax", [False, True])
 @pytest.mark.parametrize("isa", isa_params())
 def test_codes_at_rounding_ties(adamax: bool, isa: str) -> None:
-    """The codes where the roots land next to a half-integer (where an estimated root would round the
-    wrong way): the oracle's bits, on the first step (from zero state) and the second."""
+    """The codes where m and the root land next to a rounding tie (where a rounding that is not half-to-even
+    on the exact float32 bits would differ), the subnormal m codes (y < 2^-14) among them: the oracle's bits,
+    on the first step (from zero state) and the second."""
     hp = AdaMaxHyperparameters(lr=1e-3) if adamax else AdamHyperparameters(lr=1e-3)
     g = tie_gradients(256)
     ks = KernelState("int8", [g.numel()], adamax, 256, seed=7)
@@ -238,6 +246,8 @@ def test_codes_at_rounding_ties(adamax: bool, isa: str) -> None:
         for t in (1, 2):
             assert ks.step([g], hp, threads=1) == os_.step([g], hp)
             assert_same(ks, os_, f"ties, {isa}, step {t}")
+    codes = ks.m[0].abs().unique()
+    assert codes.min() == 0 and codes.max() == 120 and codes.numel() > 100  # the whole range was exercised
 
 
 def test_adamax_zero_denominator_does_not_move_theta() -> None:
@@ -255,36 +265,42 @@ def test_adamax_zero_denominator_does_not_move_theta() -> None:
 
 @pytest.mark.parametrize("isa", isa_params())
 def test_subnormal_scale(isa: str) -> None:
-    """v = (1 − β2)·g² of gradients ~1e−20 is subnormal, so the block's 1/s overflows to ∞ (the case the
-    contract leaves open): zeros code as 0 (0·∞ is NaN, clamped to 0), every other element as the maximum
-    255 (v·∞ = ∞); m (normal) codes as usual: rint(127·√½) = 90 for half the scale."""
+    """m = (1 − β1)·g of gradients ~1e−38 is subnormal below 2^-128, so the block's r_m = 1/s_m overflows to
+    ∞: y = |m|·∞ is +∞ for every non-zero m and NaN (0·∞) for the zeros, and both take the top code 127 (the
+    contract's "+inf or NaN y land in the else branch"), with m's sign. v = 0.001·g² underflows to 0: the root's
+    block has s_z = 0 and codes 0."""
     hp = AdamHyperparameters(lr=1e-3)
     g = torch.zeros(256)
-    g[1::2] = 1e-20
-    g[3] = 2e-20
+    g[1::2] = 1e-38
+    g[3] = 2e-38
+    g[5] = -1e-38
     ks = KernelState("int8", [256], False, 256, seed=8)
     with build.using_isa(isa):
         ks.step([g], hp, threads=1)
-    assert ks.sv is not None and 0 < ks.sv[0].item() < np.finfo(np.float32).tiny
-    assert ks.v[0][::2].eq(0).all() and ks.v[0][1::2].eq(255).all()
-    assert ks.m[0][:6].tolist() == [0, 90, 0, 127, 0, 90]
+    assert ks.sm is not None and ks.sv is not None
+    assert 0 < ks.sm[0].item() < 2.0**-128
+    assert ks.m[0][:6].tolist() == [127, 127, 127, 127, 127, -127]
+    assert ks.sv[0].item() == 0.0 and ks.v[0].eq(0).all()
 
 
 def test_int8_codes_by_hand() -> None:
-    """One Adam step from zero state, computed by hand: m = (1 − β1)·g, v = (1 − β2)·g², θ moves by
-    −α·sign(g) (bias-corrected, ε tiny); the codes are 127·√(|m|/s) and 255·⁴√(v/s) rounded, s the block max."""
+    """One Adam step from zero state, computed by hand: m = (1 − β1)·g, v = (1 − β2)·g², θ moves by −α·sign(g)
+    (bias-corrected, ε tiny). s_m = 0.1·2, so y = |m|/s_m = |g|/2: 1 → code 120 (2^0: 8·15), 0.25 → 104 (2^-2:
+    8·13), 0.36 = 1.44·2^-2 → 108 (1.44 rounds to 1.5 = 1 + 4/8), 3·2^-17 → 3 (a subnormal code), with g's sign.
+    The root z = ⁴√(0.001·g²) over its block's max: z/s_z = √(|g|/2), codes 255, 255·√0.25 = 127.5 → 128 is a
+    tie (avoided), so 255·√0.36 = 153, 255·√0.0625 = 63.75 → 64 (g = 0.125), 255·√(3·2^-17) = 1.22 → 1."""
     hp = AdamHyperparameters(lr=0.5, eps=1e-30)
     g = torch.zeros(256)
-    g[0], g[1], g[2] = 2.0, -0.5, 0.125
+    g[0], g[1], g[2], g[3] = 2.0, -0.72, 0.125, 6 * 2.0**-17
     ks = KernelState("int8", [256], False, 256, seed=5)
     ks.params[0].zero_()
     ks.step([g], hp)
     assert ks.sm is not None and ks.sv is not None
     assert ks.sm[0].item() == pytest.approx(0.1 * 2.0, rel=1e-6)
-    assert ks.sv[0].item() == pytest.approx(0.001 * 4.0, rel=1e-6)
-    assert ks.m[0][:3].tolist() == [127, -round(127 * 0.5), round(127 * 0.25)]  # √(1/4) = 0.5, √(1/16)
-    assert ks.v[0][:3].tolist() == [255, round(255 * 0.5), round(255 * 0.25)]  # ⁴√(1/16) = 0.5, ⁴√(1/256)
-    assert ks.params[0][:3].tolist() == pytest.approx([-0.5, 0.5, -0.5], rel=1e-5)
+    assert ks.sv[0].item() == pytest.approx((0.001 * 4.0) ** 0.25, rel=1e-6)
+    assert ks.m[0][:4].tolist() == [120, -108, 88, 3]  # 0.125/2 = 2^-4: 8·11
+    assert ks.v[0][:4].tolist() == [255, 153, 64, 1]
+    assert ks.params[0][:4].tolist() == pytest.approx([-0.5, 0.5, -0.5, -0.5], rel=1e-5)
 
 
 def test_bf16_stochastic_rounding_is_unbiased() -> None:
