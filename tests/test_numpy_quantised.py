@@ -135,6 +135,17 @@ def test_m_code_signs_blocks_and_error() -> None:
     assert np.all(np.sign(back) * np.sign(m) >= 0) and np.all(np.abs(q) <= 120)
 
 
+def test_m_code_of_a_subnormal_scale() -> None:
+    """A block whose s_m is subnormal: r = 1/s_m overflows to +∞, so y = |m|·∞ = +∞ and 0·∞ = NaN (a negative
+    NaN on x86) both take the top code, 127, with m's sign, as the contract's uint32 comparison gives."""
+    x = np.zeros(64, np.float32)
+    x[1::2] = 1e-39
+    x[5] = -1e-39
+    q, s = Q.quantise_int8(x, 64, signed=True)
+    assert s[0] == np.float32(1e-39) and np.isinf(np.float32(1) / s[0])
+    assert q[:6].tolist() == [127, 127, 127, 127, 127, -127]
+
+
 def test_int8_blocks_and_zero_blocks() -> None:
     x = np.zeros(200, np.float32)
     x[70] = -3.0  # second block of 64

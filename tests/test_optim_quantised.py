@@ -130,6 +130,27 @@ def test_other_impls_equal_the_oracle(impl: str, precision: str) -> None:
     _run_both("adam", {"weight_decay": 0.01}, precision, impl, steps=6)
 
 
+def test_int8_codes_equal_the_oracle_at_the_edges() -> None:
+    """encode/decode of the torch reference against the oracle's on the codes' edge cases: every rounding tie of
+    the m code, subnormal codes, a block with a subnormal scale (1/s = ∞: codes ±127 for zeros too), zero blocks."""
+    k = np.arange(128, dtype=np.uint8)
+    values = Q.decode_e4m3(k).astype(np.float64)
+    ties = ((values[1:] + values[:-1]) / 2).astype(np.float32)
+    x = np.zeros(4 * 256, np.float32)
+    x[:127], x[127:254] = ties, -ties
+    x[256:384] = 1e-39 * np.arange(128) * (-1) ** np.arange(128)  # subnormal scale
+    x[512:768] = np.float32(np.random.default_rng(9).standard_normal(256) * 1e-3)
+    for signed in (True, False):
+        # (a root z ≥ 0 of a float32 second moment is never subnormal, ⁴√v ≥ 6e-12: not a case of z's code)
+        v = x if signed else np.abs(np.where(np.arange(x.size) // 256 == 1, 0, x)).astype(np.float32)
+        q, s = Q.quantise_int8(v, 256, signed)
+        tq, ts = TQ.encode_int8(torch.from_numpy(v), 256, signed)
+        assert np.array_equal(tq.numpy(), q) and np.array_equal(ts.numpy(), s)
+        back = TQ.decode_int8(tq, ts, 256, signed).numpy()
+        assert np.array_equal(back.view(np.uint32), Q.dequantise_int8(q, s, 256, signed).view(np.uint32))
+    assert np.array_equal(TQ.decode_e4m3(torch.from_numpy(k)).numpy(), Q.decode_e4m3(k))
+
+
 def test_torch_sqrt_is_not_trusted() -> None:
     """The reference path takes float32 roots through float64 (TQ._sqrt), which is correctly rounded: equal
     to NumPy's float32 sqrt (IEEE sqrtf) everywhere."""

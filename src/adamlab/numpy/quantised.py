@@ -171,10 +171,12 @@ def encode_e4m3(y: np.ndarray) -> np.ndarray:
 
     So k = 8e' + j codes (1 + j/8)·2^(e'−15) for k ≥ 8 and k·2^-17 below: the spacing is 2^-17 up to 2^-13
     and 1/8 of the binade above, a relative half step of at most 2^-4 over [2^-14, 1]. y carries no sign
-    (negative zero included: pass |m|·r)."""
+    (negative zero included: pass |m|·r); a NaN of either sign codes 127, as the uint32 comparison gives: where a
+    block's s_m is subnormal, r = 1/s_m is +∞ and y = |m|·∞ is +∞, or NaN (0·∞, negative on x86) for m = 0, so
+    the whole block codes ±127 (values ≤ 1.875·s_m < 2^-125: harmless)."""
     y = np.ascontiguousarray(y, dtype=_F)
     bits = y.view(_U32)
-    if np.any(bits >> _U32(31)):
+    if np.any((bits >> _U32(31)).astype(bool) & ~np.isnan(y)):
         raise ValueError("encode_e4m3: y must be non-negative (y = |m|/s, sign bit clear)")
     small = bits < _U32(_SUBNORMAL_BITS)
     sub = np.rint(np.where(small, y, _F(0.0)) * _TWO17).astype(_U32)  # rint: half to even

@@ -109,7 +109,7 @@ def encode_e4m3(y: torch.Tensor) -> torch.Tensor:
     """:func:`adamlab.numpy.quantised.encode_e4m3` (the m code k ∈ [0, 127] of y = |m|/s ≥ 0, int64) on the
     float32 bit patterns: y < 2^-14 → rint(y·2^17), else with t = bits(y) − 0x38000000,
     (t + 0x7FFFF + ((t >> 20) & 1)) >> 20, at most 127."""
-    bits = y.contiguous().view(torch.int32).to(torch.int64)
+    bits = y.contiguous().view(torch.int32).to(torch.int64) & _MASK32  # uint32 (a NaN's sign bit included)
     small = bits < 0x38800000
     sub = torch.round(torch.where(small, y, torch.zeros_like(y)) * 131072.0).to(torch.int64)  # exact product
     t = bits - 0x38000000
