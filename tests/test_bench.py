@@ -24,7 +24,14 @@ def test_transformer_layout_is_the_documented_one():
     assert len(small) == 40 and sum(small) == 100_272
     assert bench.LAYOUTS["flat"][1] == [50_000_000]
     assert bench.LAYOUTS["bf16"][1] == sizes and bench.LAYOUTS["fp16"][1] == sizes
-    assert bench.HALF_LAYOUTS == {"bf16": torch.bfloat16, "fp16": torch.float16}
+    assert bench.HALF_LAYOUTS == {
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+        "bf16-flat": torch.bfloat16,
+        "fp16-flat": torch.float16,
+    }
+    # the half layouts beyond the L3: 5e7 elements, 14 B each moved: 700 MB
+    assert bench.LAYOUTS["bf16-flat"][1] == bench.LAYOUTS["fp16-flat"][1] == [50_000_000]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def quick_run(tmp_path_factory):
     """One quick run through the command-line entry point (``python -m adamlab.bench``), JSON written."""
     out = tmp_path_factory.mktemp("bench") / "step.json"
     threads = torch.get_num_threads()
-    assert bench.main(["--quick", "--quiet", "--threads", "1", "2", "--out", str(out)]) == 0
+    assert bench.main(["--quick", "--quiet", "--no-optional", "--threads", "1", "2", "--out", str(out)]) == 0
     assert torch.get_num_threads() == threads  # restored
     return json.loads(out.read_text())
 
@@ -44,8 +51,14 @@ def test_every_contender_ran_on_every_layout_and_thread_count(quick_run):
         assert info["tensors"] == len(sizes) and info["elements"] == sum(sizes)
         for threads in (1, 2):
             for name in bench.contender_names():
+                if name in bench.OPTIONAL:
+                    assert (layout, threads, name) not in rows  # --no-optional
+                    continue
                 if layout in bench.HALF_LAYOUTS and name not in bench.HALF_CONTENDERS:
                     assert (layout, threads, name) not in rows  # float32 only
+                    continue
+                if name in bench.STATE_ONLY and layout not in bench.STATE_LAYOUTS:
+                    assert (layout, threads, name) not in rows  # the quantised state: flat and transformer
                     continue
                 if name == bench.ROOFLINE_TENSORS and len(sizes) == 1:
                     assert (layout, threads, name) not in rows  # the same as the roofline there
@@ -55,6 +68,9 @@ def test_every_contender_ran_on_every_layout_and_thread_count(quick_run):
                 assert 0 < row["median_s"] < 10
                 assert math.isclose(row["updates_per_s"], sum(sizes) / row["median_s"])
                 per_update = 14 if layout in bench.HALF_LAYOUTS else 28
+                if name in bench.STATE_CONTENDERS or name == bench.STATE_OPTIMIZER:
+                    per_update = 20 if "bf16" in name else 16  # read θ, g, m, v; write θ, m, v
+                assert row["moved_bytes_per_param"] == per_update
                 assert math.isclose(row["gb_per_s"], per_update * row["updates_per_s"] / 1e9)
                 assert row["frac_roofline"] > 0 and row["vs_torch_fused"] > 0
                 assert row["peak_extra_bytes"] >= 0
@@ -76,6 +92,181 @@ def test_run_metadata_and_targets(quick_run):
     for t in quick_run["targets"]:
         assert t["threads"] in (1, 2)
         assert isinstance(t["met"], bool)
+    assert set(quick_run["skipped"]) == set(bench.OPTIONAL)  # --no-optional: each named, with the reason
+    assert all(why for why in quick_run["skipped"].values())
+
+
+def test_state_targets_are_computed_from_the_rows(quick_run):
+    """Issue 16's targets: int8 state's update rate over the fp32 roofline's (≥ 1.3), from the medians."""
+    rows = {(r["layout"], r["threads"], r["contender"]): r for r in quick_run["results"]}
+    checked = [t for t in quick_run["targets"] if "int8 state" in t["contender"]]
+    assert {(t["layout"], t["contender"]) for t in checked} == {
+        (layout, name)
+        for layout in ("flat", "transformer")
+        for name in ("adamlab Adam int8 state", "adamlab AdaMax int8 state")
+    }
+    for t in checked:
+        roof = rows[(t["layout"], t["threads"], bench.ROOFLINE)]["median_s"]
+        mine = rows[(t["layout"], t["threads"], t["contender"])]["median_s"]
+        assert t["field"] == "frac_roofline" and t["threshold"] == 1.3
+        assert t["value"] == pytest.approx(roof / mine)
+        assert t["met"] is (roof / mine >= 1.3)
+    half_flat = {
+        (t["layout"], t["field"], t["threshold"]) for t in quick_run["targets"] if t["layout"].endswith("-flat")
+    }
+    assert half_flat == {
+        (layout, field, threshold)
+        for layout in ("bf16-flat", "fp16-flat")
+        for field, threshold in (("frac_roofline", 0.9), ("vs_torch_fused", 1.2))
+    }
+
+
+def _expected_state_bytes(name, sizes, block=256):
+    """State bytes per parameter from the formats' definitions (docs/quantised-state.md; torch's fp32 state),
+    per tensor: its one-element step (4 B) and m, v: fp32 8 B an element; bf16 4; int8 2, plus two float32
+    scales per block. The optimizer keeps tensors under 4096 elements in fp32."""
+    total = 0
+    for n in sizes:
+        blocks = -(-n // block)
+        int8 = 2 * n + 8 * blocks + 4
+        if name in ("adamlab Adam int8 state", "adamlab AdaMax int8 state"):
+            total += int8
+        elif name == bench.STATE_OPTIMIZER:
+            total += int8 if n >= 4096 else 8 * n + 4
+        elif name == "adamlab Adam bf16 state":
+            total += 4 * n + 4
+        elif name in (bench.ROOFLINE, bench.ROOFLINE_TENSORS):
+            total += 8 * n
+        else:  # torch's and adamlab's fp32 optimizers
+            total += 8 * n + 4
+    return total / sum(sizes)
+
+
+@pytest.mark.parametrize("layout", ["flat", "transformer"])
+def test_state_bytes_come_from_the_state_tensors(quick_run, layout):
+    sizes = bench.QUICK_LAYOUTS[layout][1]
+    rows = [r for r in quick_run["results"] if r["layout"] == layout]
+    names = {r["contender"] for r in rows}
+    assert set(bench.STATE_CONTENDERS) | {bench.STATE_OPTIMIZER, bench.TORCH_FUSED, bench.ROOFLINE} <= names
+    for r in rows:
+        want = _expected_state_bytes(r["contender"], sizes)
+        if r["contender"] == bench.ROOFLINE and len(sizes) > 1:
+            want = 8.0  # flat buffers of the layout's size
+        assert r["state_bytes_per_param"] == pytest.approx(want, rel=1e-12), r["contender"]
+    table = bench.format_table(quick_run)
+    assert "state B/param" in table
+
+
+def test_state_bytes_count_a_shared_table_once():
+    """A tensor shared by several states (bitsandbytes' quantisation map) counts once; views of one storage too."""
+    shared = torch.zeros(256)
+    codes = torch.zeros(1000, dtype=torch.uint8)
+
+    class Holder:
+        def state_tensors(self):
+            return [codes, codes[:10], shared, shared]
+
+    assert bench.state_bytes_per_param(Holder(), 1000) == pytest.approx((1000 + 4 * 256) / 1000)
+
+
+def test_quantised_rows_are_checked_before_timing(quick_run):
+    assert quick_run["machine"]["state_verified"] == dict.fromkeys([*bench.STATE_CONTENDERS, bench.STATE_OPTIMIZER], 0)
+
+
+def test_a_wrong_quantised_kernel_is_not_timed(monkeypatch, capsys):
+    """The quantised-state check fails when the kernel's entry computes something else (here: θ's first entry
+    moved after the step): those rows are skipped with the reason, the others still run."""
+    from adamlab.kernels import quantized
+
+    real = quantized.adam_step_quantised
+
+    def wrong(precision, params, *args, **kwargs):
+        out = real(precision, params, *args, **kwargs)
+        params[0].view(-1)[0] += 1.0
+        return out
+
+    monkeypatch.setattr(quantized, "adam_step_quantised", wrong)
+    with pytest.raises(RuntimeError, match="disagrees with the reference path"):
+        bench.verify_state(build.isa(), "adamlab Adam bf16 state")
+    result = bench.run_step_benchmark(
+        quick=True,
+        layouts=["transformer"],
+        threads=(1,),
+        contenders=[bench.ROOFLINE, "adamlab Adam", "adamlab Adam int8 state"],
+        repeats=1,
+        memory=False,
+    )
+    assert "disagrees with the reference path" in result["skipped"]["adamlab Adam int8 state"]
+    assert {r["contender"] for r in result["results"]} == {bench.ROOFLINE, "adamlab Adam"}
+    assert "skipping adamlab Adam int8 state: the kernel's" in capsys.readouterr().err
+    assert "Skipped adamlab Adam int8 state: the kernel's" in bench.format_table(result)
+
+
+def test_an_absent_optional_contender_is_skipped_with_the_reason(monkeypatch, capsys):
+    monkeypatch.setitem(bench.OPTIONAL, bench.BITSANDBYTES, "no_such_module_for_adamlab")
+    assert bench.optional_skipped()[bench.BITSANDBYTES] == "no_such_module_for_adamlab is not installed"
+    assert bench.BITSANDBYTES not in bench.contender_names()
+    result = bench.run_step_benchmark(
+        quick=True,
+        layouts=["flat"],
+        threads=(1,),
+        contenders=[bench.ROOFLINE, bench.BITSANDBYTES],
+        repeats=1,
+        memory=False,
+    )
+    assert result["skipped"] == {bench.BITSANDBYTES: "no_such_module_for_adamlab is not installed"}
+    assert {r["contender"] for r in result["results"]} == {bench.ROOFLINE}
+    assert not any(t["field"] == "vs_bitsandbytes" for t in result["targets"])
+    assert "skipping bitsandbytes Adam8bit: no_such_module_for_adamlab is not installed" in capsys.readouterr().err
+
+
+def test_a_wrong_eight_bit_contender_is_not_timed():
+    """The check against torch.optim.Adam catches an optimizer that computes something else (10 % larger lr)
+    and passes one that matches it."""
+    assert bench.verify_eight_bit(lambda ps: torch.optim.Adam(ps, lr=1e-3)) < 1e-6
+    with pytest.raises(RuntimeError, match=r"differs from torch\.optim\.Adam's by 10"):
+        bench.verify_eight_bit(lambda ps: torch.optim.Adam(ps, lr=1.1e-3))
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        (bench.BITSANDBYTES, "bitsandbytes"),
+        pytest.param(bench.TORCHAO, "torchao", marks=pytest.mark.slow),  # torch.compile per shape
+    ],
+)
+def test_eight_bit_contender_where_installed(name, module):
+    """An 8-bit contender, where installed: checked against torch.optim.Adam, timed beside adamlab's int8 state,
+    the ratio and its ≥ 10× target computed from the two medians, its state bytes from its state tensors."""
+    pytest.importorskip(module)
+    result = bench.run_step_benchmark(
+        quick=True,
+        layouts=["transformer"],
+        threads=(1,),
+        contenders=[bench.ROOFLINE, "adamlab Adam int8 state", name],
+        repeats=2,
+        memory=False,
+        progress=False,
+    )
+    assert name not in result["skipped"]
+    assert 0 <= result["machine"]["eight_bit_verified"][name] <= bench.EIGHT_BIT_TOLERANCE
+    rows = {r["contender"]: r for r in result["results"]}
+    theirs, mine = rows[name], rows["adamlab Adam int8 state"]
+    field = bench.EIGHT_BIT[name]
+    assert mine[field] == pytest.approx(theirs["median_s"] / mine["median_s"])
+    assert theirs["gb_per_s"] is None and theirs["moved_bytes_per_param"] is None
+    sizes = bench.QUICK_LAYOUTS["transformer"][1]
+    eight_bit = sum(n for n in sizes if n >= 4096 and (name == bench.BITSANDBYTES or n % 256 == 0))
+    # 1 B an element for each moment where quantised, 8 where fp32; plus scales and maps: 2-8 B/param
+    assert (2 * eight_bit + 8 * (sum(sizes) - eight_bit)) / sum(sizes) < theirs["state_bytes_per_param"]
+    assert theirs["state_bytes_per_param"] < (2.2 * eight_bit + 8.1 * (sum(sizes) - eight_bit)) / sum(sizes) + 0.2
+    targets = {t["layout"]: t for t in result["targets"] if t["field"] == field}
+    assert set(targets) == {"flat", "transformer"} and targets["flat"]["met"] is None  # flat: not run here
+    target = targets["transformer"]
+    assert (target["contender"], target["threshold"]) == ("adamlab Adam int8 state", 10.0)
+    assert target["value"] == mine[field] and target["met"] is (mine[field] >= 10)
+    if name in bench.COMPILED:
+        assert [w["contender"] for w in result["warmups"]] == [name]
 
 
 def test_peak_memory_sees_a_temporary():
@@ -88,7 +279,10 @@ def test_peak_memory_sees_a_temporary():
     assert mem["total"] >= mem["torch"]
 
 
-@pytest.mark.parametrize(("layout", "dtype"), [("bf16", "bfloat16"), ("fp16", "float16")])
+@pytest.mark.parametrize(
+    ("layout", "dtype"),
+    [("bf16", "bfloat16"), ("fp16", "float16"), ("bf16-flat", "bfloat16"), ("fp16-flat", "float16")],
+)
 def test_half_layouts_run_in_their_dtype(quick_run, layout, dtype):
     info = quick_run["layouts"][layout]
     assert info["dtype"] == dtype and info["bytes_per_update"] == 14
@@ -104,7 +298,7 @@ def test_verification_checks_half_precision_bit_for_bit(quick_run):
 def test_table_names_every_contender(quick_run):
     table = bench.format_table(quick_run)
     for name in bench.contender_names():
-        assert f"| {name} |" in table
+        assert f"| {name} |" in table or f"Skipped {name}: " in table
     assert "Targets:" in table
 
 
