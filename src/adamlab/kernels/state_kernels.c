@@ -150,6 +150,7 @@ typedef int64_t (*q8_block_f)(int64_t nb, float *restrict p, const float *restri
  * scale that is not positive (0, or NaN from a NaN θ) codes its whole block as 0. */
 static inline void q8_codes_scalar(int64_t i0, int64_t nb, const float *tm, const float *tz, int8_t *qm,
                                    uint8_t *qv, float s_m, float s_z) {
+    if (i0 >= nb) return;
     if (s_m > 0.0f) {
         const float r_m = 1.0f / s_m;
         for (int64_t i = i0; i < nb; ++i) {
@@ -190,7 +191,7 @@ static inline void q8_codes_scalar(int64_t i0, int64_t nb, const float *tm, cons
             tm[i] = mf;                                                                         \
             tz[i] = zf;                                                                         \
             /* max |x| on the bits: for non-negative floats the integer order is the float order */ \
-            const uint32_t bm = q_bits(mf) & 0x7fffffffu, bz = q_bits(zf) & 0x7fffffffu;        \
+            const uint32_t bm = q_bits(mf) & 0x7fffffffu, bz = q_bits(zf); /* z ≥ +0 or NaN */     \
             max_m = bm > max_m ? bm : max_m;                                                    \
             max_z = bz > max_z ? bz : max_z;                                                    \
         }                                                                                       \
@@ -305,30 +306,84 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __m512 q8_decode_m_av
     return _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s_m);
 }
 
-/* The codes ±k of 16 values of m (r_m = 1/s_m, finite or ∞), as int32 lanes (q_e4m3_encode). */
-__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_m_avx512(__m512 mf, __m512 r_m) {
-    /* bits(|m|·r_m) = bits(m·r_m) without the sign (rounding is symmetric) */
+#define Q_TAIL16(nb, i) ((nb) - (i) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)((nb) - (i))) - 1u))
+/* √w for Adam's root z = √w, w = √v, without the divider: rsqrt14, one Newton–Raphson step on (s ≈ √w,
+ * h ≈ 1/(2√w)) and a final correction s + (w − s²)·h, each residual by a fused multiply-add; ±0 and ±∞ are
+ * returned as they are. This is not the contract's arithmetic but a way to compute its correctly rounded
+ * sqrtf: it equals vsqrtps bit for bit for every float32 w ≥ 2^-75 (0x1A000000: checked exhaustively over
+ * all 1.7·10^9 of them, and over ∞ and the NaNs: scripts/check_state_sqrt.c), and w = √v is either 0 or at
+ * least √(2^-149) = 2^-74.5. (Below 2^-75, where Adam's w never is, it can differ.) */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512 q_sqrt_fma_avx512(__m512 w) {
+    const __m512 y = _mm512_rsqrt14_ps(w);
+    const __m512 s = _mm512_mul_ps(w, y), h = _mm512_mul_ps(y, _mm512_set1_ps(0.5f));
+    const __m512 e = _mm512_fnmadd_ps(s, h, _mm512_set1_ps(0.5f));
+    const __m512 s1 = _mm512_fmadd_ps(s, e, s), h1 = _mm512_fmadd_ps(h, e, h);
+    const __m512 z = _mm512_fmadd_ps(_mm512_fnmadd_ps(s1, s1, w), h1, s1);
+    return _mm512_mask_mov_ps(z, _mm512_fpclass_ps_mask(w, 0x1E), w); /* ±0, ±∞ (0·∞ above) */
+}
+
+/* 64 codes from four vectors of 16 int32 lanes (in [−128, 255]), narrowed with (un)signed saturation by two
+ * packs (which interleave the 128-bit lanes) and put in order by one vpermd. */
+#define Q_PACK64(PACK32, PACK16, a, b, c, d)                                                      \
+    _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), \
+                             PACK16(PACK32(a, b), PACK32(c, d)))
+
+/* Pass 2 for m: the codes of nb values tm[i] with r_m = 1/s_m into qm; CLAMP: r_m = ∞ is possible (a subnormal
+ * s_m: y = ∞ or NaN, code 127); otherwise y ≤ 1 + 2^-22 and k ≤ 120 needs no clamp. The subnormal codes
+ * (y < 2^-14, rare) are computed only for the vectors that have one. */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_m_avx512(__m512 mf, __m512 r_m, int clamp) {
     const __m512i yb = _mm512_and_si512(_mm512_castps_si512(_mm512_mul_ps(mf, r_m)), _mm512_set1_epi32(0x7fffffff));
-    const __mmask16 small = _mm512_cmplt_epu32_mask(yb, _mm512_set1_epi32(0x38800000));
-    const __m512i ks = _mm512_sub_epi32(
-        _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(yb), _mm512_set1_ps(64.0f))), _mm512_set1_epi32(0x42800000));
     const __mmask16 odd = _mm512_test_epi32_mask(yb, _mm512_set1_epi32(1 << 20));
     __m512i t = _mm512_sub_epi32(yb, _mm512_set1_epi32(0x37F80001));
     t = _mm512_mask_add_epi32(t, odd, t, _mm512_set1_epi32(1));
-    __m512i k = _mm512_min_epu32(_mm512_srli_epi32(t, 20), _mm512_set1_epi32(127));
-    k = _mm512_mask_mov_epi32(k, small, ks);
+    __m512i k = _mm512_srli_epi32(t, 20);
+    if (clamp) k = _mm512_min_epu32(k, _mm512_set1_epi32(127));
+    const __mmask16 small = _mm512_cmplt_epu32_mask(yb, _mm512_set1_epi32(0x38800000));
+    if (small) {
+        const __m512 y64 = _mm512_add_ps(_mm512_castsi512_ps(yb), _mm512_set1_ps(64.0f));
+        k = _mm512_mask_sub_epi32(k, small, _mm512_castps_si512(y64), _mm512_set1_epi32(0x42800000));
+    }
     const __mmask16 neg = _mm512_cmp_ps_mask(mf, _mm512_setzero_ps(), _CMP_LT_OQ);
     return _mm512_mask_sub_epi32(k, neg, _mm512_setzero_si512(), k);
 }
+__attribute__((always_inline)) TARGET_AVX512 static inline void q8_codes_m_avx512(int64_t nb, const float *tm, int8_t *qm,
+                                                                                 float r, int clamp) {
+    const __m512 r_m = _mm512_set1_ps(r);
+    int64_t i = 0;
+    for (; i + 64 <= nb; i += 64) {
+        const __m512i a = q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m, clamp);
+        const __m512i b = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 16), r_m, clamp);
+        const __m512i c = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 32), r_m, clamp);
+        const __m512i d = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 48), r_m, clamp);
+        _mm512_storeu_si512(qm + i, Q_PACK64(_mm512_packs_epi32, _mm512_packs_epi16, a, b, c, d));
+    }
+    for (; i < nb; i += 16)
+        _mm512_mask_cvtepi32_storeu_epi8(qm + i, Q_TAIL16(nb, i), q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m, clamp));
+}
 
-/* The codes of 16 roots z (r_z = 255/s_z) in the low bytes of the lanes (q_linear_encode). */
-__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_z_avx512(__m512 zf, __m512 r_z) {
-    const __m512 x = _mm512_min_ps(_mm512_mul_ps(zf, r_z), _mm512_set1_ps(255.0f)); /* NaN → 255 */
-    return _mm512_castps_si512(_mm512_add_ps(x, _mm512_set1_ps(8388608.0f)));
+/* Pass 2 for z: q = min(rint(z·r_z), 255) (vcvtps2dq with round-to-nearest-even embedded); CLAMP: s_z = ∞ (then
+ * r_z = 0 and ∞·0 = NaN, which the min sends to 255); otherwise z·r_z ≤ 255·(1 + 2^-22) rounds to ≤ 255. */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_z_avx512(__m512 zf, __m512 r_z, int clamp) {
+    __m512 x = _mm512_mul_ps(zf, r_z);
+    if (clamp) x = _mm512_min_ps(x, _mm512_set1_ps(255.0f)); /* NaN → 255 */
+    return _mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+__attribute__((always_inline)) TARGET_AVX512 static inline void q8_codes_z_avx512(int64_t nb, const float *tz, uint8_t *qv,
+                                                                                 float r, int clamp) {
+    const __m512 r_z = _mm512_set1_ps(r);
+    int64_t i = 0;
+    for (; i + 64 <= nb; i += 64) {
+        const __m512i a = q8_code_z_avx512(_mm512_loadu_ps(tz + i), r_z, clamp);
+        const __m512i b = q8_code_z_avx512(_mm512_loadu_ps(tz + i + 16), r_z, clamp);
+        const __m512i c = q8_code_z_avx512(_mm512_loadu_ps(tz + i + 32), r_z, clamp);
+        const __m512i d = q8_code_z_avx512(_mm512_loadu_ps(tz + i + 48), r_z, clamp);
+        _mm512_storeu_si512(qv + i, Q_PACK64(_mm512_packus_epi32, _mm512_packus_epi16, a, b, c, d));
+    }
+    for (; i < nb; i += 16)
+        _mm512_mask_cvtepi32_storeu_epi8(qv + i, Q_TAIL16(nb, i), q8_code_z_avx512(_mm512_loadu_ps(tz + i), r_z, clamp));
 }
 
 #define Q_PREFETCH 1024 /* elements ahead (a prefetch past the end is harmless) */
-#define Q_TAIL16(nb, i) ((nb) - (i) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (unsigned)((nb) - (i))) - 1u))
 #define Q8_BLOCK_AVX512(ADAMAX, WD)                                                               \
     TARGET_AVX512 static int64_t q8_avx512_##ADAMAX##_##WD(                                     \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
@@ -357,26 +412,25 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_z_avx
             (void)vf;                                                                           \
             bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                          \
             _mm512_mask_storeu_ps(p + i, k, pn);                                                \
-            const __m512 zf = _mm512_mask_sqrt_ps(zt, ok, rt);                                  \
+            const __m512 zf = ADAMAX ? _mm512_mask_sqrt_ps(zt, ok, rt) : _mm512_mask_mov_ps(zt, ok, q_sqrt_fma_avx512(rt)); \
             _mm512_storeu_ps(tm + i, mf); /* the buffers hold whole vectors: B is a multiple of 64 */ \
             _mm512_storeu_ps(tz + i, zf);                                                       \
             max_m = _mm512_mask_max_epu32(max_m, k, max_m, _mm512_and_si512(_mm512_castps_si512(mf), absmask)); \
-            max_z = _mm512_mask_max_epu32(max_z, k, max_z, _mm512_and_si512(_mm512_castps_si512(zf), absmask)); \
+            max_z = _mm512_mask_max_epu32(max_z, k, max_z, _mm512_castps_si512(zf)); /* z ≥ +0 or NaN */ \
         }                                                                                       \
         const float nm = q_float(_mm512_reduce_max_epu32(max_m)), nz = q_float(_mm512_reduce_max_epu32(max_z)); \
         *sm = nm;                                                                               \
         *sv = nz;                                                                               \
         if (nm > 0.0f) {                                                                        \
-            const __m512 r_m = _mm512_set1_ps(1.0f / nm);                                       \
-            for (int64_t i = 0; i < nb; i += 16)                                                \
-                _mm512_mask_cvtepi32_storeu_epi8(qm + i, Q_TAIL16(nb, i), q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m)); \
+            const float r = 1.0f / nm;                                                          \
+            if (r < INFINITY) q8_codes_m_avx512(nb, tm, qm, r, 0);                              \
+            else q8_codes_m_avx512(nb, tm, qm, r, 1);                                           \
         } else {                                                                                \
             memset(qm, 0, (size_t)nb);                                                          \
         }                                                                                       \
         if (nz > 0.0f) {                                                                        \
-            const __m512 r_z = _mm512_set1_ps(255.0f / nz);                                     \
-            for (int64_t i = 0; i < nb; i += 16)                                                \
-                _mm512_mask_cvtepi32_storeu_epi8(qv + i, Q_TAIL16(nb, i), q8_code_z_avx512(_mm512_loadu_ps(tz + i), r_z)); \
+            if (nz < INFINITY) q8_codes_z_avx512(nb, tz, qv, 255.0f / nz, 0);                   \
+            else q8_codes_z_avx512(nb, tz, qv, 255.0f / nz, 1);                                 \
         } else {                                                                                \
             memset(qv, 0, (size_t)nb);                                                          \
         }                                                                                       \
@@ -433,7 +487,7 @@ __attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
     _mm256_storeu_ps(tm, mf);
     _mm256_storeu_ps(tz, zf);
     *max_m = _mm256_max_epu32(*max_m, _mm256_castps_si256(q_abs_avx2(mf)));
-    *max_z = _mm256_max_epu32(*max_z, _mm256_castps_si256(q_abs_avx2(zf)));
+    *max_z = _mm256_max_epu32(*max_z, _mm256_castps_si256(zf)); /* z ≥ +0 or NaN */
     return 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
 }
 
