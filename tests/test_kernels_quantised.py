@@ -121,10 +121,12 @@ HP_CASES = {
     "adam": AdamHyperparameters(lr=1e-2),
     "maximize": AdamHyperparameters(lr=1e-2, maximize=True),
     "l2": AdamHyperparameters(lr=1e-2, weight_decay=0.1),
+    "l2-maximize": AdamHyperparameters(lr=1e-2, weight_decay=0.1, maximize=True),
     "adamw": AdamHyperparameters(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
     "no-bias-correction": AdamHyperparameters(lr=1e-2, bias_correction=False, eps=0.0),
     "eps-hat-sqrt-beta1-decay": AdamHyperparameters(lr=1e-2, eps_mode="hat", lr_decay="sqrt", beta1_decay=0.99),
     "adamax": AdaMaxHyperparameters(lr=1e-2),
+    "adamax-l2-maximize-eps": AdaMaxHyperparameters(lr=1e-2, eps=1e-8, weight_decay=0.05, maximize=True),
     "adamax-decoupled-maximize": AdaMaxHyperparameters(
         lr=1e-2, eps=1e-8, weight_decay=0.05, decoupled_weight_decay=True, maximize=True
     ),
@@ -248,6 +250,27 @@ def test_codes_at_rounding_ties(adamax: bool, isa: str) -> None:
             assert_same(ks, os_, f"ties, {isa}, step {t}")
     codes = ks.m[0].abs().unique()
     assert codes.min() == 0 and codes.max() == 120 and codes.numel() > 100  # the whole range was exercised
+
+
+@pytest.mark.parametrize("adamax", [False, True])
+@pytest.mark.parametrize("isa", isa_params())
+def test_gradients_over_the_float_range(adamax: bool, isa: str) -> None:
+    """Gradients log-uniform over 10^-45 … 10^15 (subnormal g, and v = (1 − β2)·g² from subnormal — Adam's w = √v
+    down to 2^-74.5, where the AVX-512 build's root without the divider must still round as sqrtf — to 10^27),
+    both signs, over three steps: the oracle's bits."""
+    hp = AdaMaxHyperparameters(lr=1e-3, eps=1e-8) if adamax else AdamHyperparameters(lr=1e-3)
+    gen = torch.Generator().manual_seed(11)
+    n = 8 * 256 + 13
+    ks = KernelState("int8", [n], adamax, 256, seed=11)
+    os_ = OracleState(ks)
+    with build.using_isa(isa):
+        for t in range(1, 4):
+            exponent = torch.rand(n, generator=gen, dtype=torch.float64) * 60 - 45
+            sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).double()
+            g = (sign * 10.0**exponent).float()
+            assert ks.step([g], hp, threads=1) == os_.step([g], hp)
+            assert_same(ks, os_, f"float range, {isa}, step {t}")
+    assert (ks.v[0] == 0).any() and (ks.v[0] == 255).any()
 
 
 def test_adamax_zero_denominator_does_not_move_theta() -> None:

@@ -384,40 +384,106 @@ __attribute__((always_inline)) TARGET_AVX512 static inline void q8_codes_z_avx51
 }
 
 #define Q_PREFETCH 1024 /* elements ahead (a prefetch past the end is harmless) */
+/* Pass 1 on 16 lanes (K: the lanes in the block) from the decoded m̃, z̃: the update, θ stored, m and z into the
+ * buffers, their bits into the maxima. Returns the number of non-finite gradients. A vector whose gradients
+ * are all finite (the rule) takes unmasked arithmetic with the sign of "maximize" folded into the constants:
+ * c1·(s·g) = (s·c1)·g and (c2·(s·g))·(s·g) = (c2·g)·g exactly (s = ±1; under L2, s·g + λθ = s·(g + (s·λ)·θ)),
+ * and, where ε > 0 (CHECK = 0), no test of the denominator: it is then positive or NaN, and a NaN one comes
+ * only with a NaN θ, which the step leaves NaN either way (an addition returns its first NaN operand). The
+ * other vectors take q_update_avx512 (the contract's operations literally, masked). */
+__attribute__((always_inline)) TARGET_AVX512 static inline int q8_pass1_avx512(
+    int adamax, int wd, int check, int full, __mmask16 k, const qscalars_t *c, __m512 mt, __m512 zt, float *p,
+    const float *g, float *tm, float *tz, __m512i *max_m, __m512i *max_z) {
+    const __m512 gi = full ? _mm512_loadu_ps(g) : _mm512_maskz_loadu_ps(k, g);
+    const __m512 pi = full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(k, p);
+    const __m512 wt = _mm512_mul_ps(zt, zt);
+    const __m512 vt = adamax ? wt : _mm512_mul_ps(wt, wt);
+    const __mmask16 nonfinite = _mm512_fpclass_ps_mask(gi, 0x99); /* NaN, ±∞ (tail lanes are 0) */
+    __m512 pn, mf, zf;
+    int bad = 0;
+    if (__builtin_expect(nonfinite == 0, 1)) {
+        const float sign = c->sign;
+        const __m512 h = wd == 1 ? _mm512_add_ps(gi, _mm512_mul_ps(_mm512_set1_ps(sign * c->l2), pi)) : gi;
+        const __m512 pd = wd == 2 ? _mm512_mul_ps(pi, _mm512_set1_ps(c->decay)) : pi;
+        mf = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->b1), mt), _mm512_mul_ps(_mm512_set1_ps(sign * c->c1), h));
+        __m512 r;
+        if (adamax) {
+            r = _mm512_max_ps(_mm512_mul_ps(_mm512_set1_ps(c->b2), vt), _mm512_abs_ps(h));
+        } else {
+            const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->b2), vt),
+                                            _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), h), h));
+            r = _mm512_sqrt_ps(vn);
+        }
+        const __m512 den = _mm512_add_ps(_mm512_mul_ps(r, _mm512_set1_ps(c->dmul)), _mm512_set1_ps(c->eps));
+        const __m512 num = _mm512_mul_ps(_mm512_set1_ps(c->nstep), mf);
+        const __m512 step = check ? _mm512_maskz_div_ps(_mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_GT_OQ), num, den)
+                                  : _mm512_div_ps(num, den);
+        pn = _mm512_add_ps(pd, step);
+        zf = adamax ? _mm512_sqrt_ps(r) : q_sqrt_fma_avx512(r);
+    } else {
+        __m512 vf, rt;
+        const __mmask16 ok = q_update_avx512(adamax, wd, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt);
+        (void)vf;
+        bad = __builtin_popcount((unsigned)(k & (__mmask16)~ok));
+        zf = adamax ? _mm512_mask_sqrt_ps(zt, ok, rt) : _mm512_mask_mov_ps(zt, ok, q_sqrt_fma_avx512(rt));
+    }
+    if (full) _mm512_storeu_ps(p, pn);
+    else _mm512_mask_storeu_ps(p, k, pn);
+    _mm512_storeu_ps(tm, mf); /* the buffers hold whole vectors: B is a multiple of 64 */
+    _mm512_storeu_ps(tz, zf);
+    const __m512i bm = _mm512_and_si512(_mm512_castps_si512(mf), _mm512_set1_epi32(0x7fffffff));
+    *max_m = full ? _mm512_max_epu32(*max_m, bm) : _mm512_mask_max_epu32(*max_m, k, *max_m, bm);
+    *max_z = full ? _mm512_max_epu32(*max_z, _mm512_castps_si512(zf)) /* z ≥ +0 or NaN */
+                  : _mm512_mask_max_epu32(*max_z, k, *max_z, _mm512_castps_si512(zf));
+    return bad;
+}
+
+/* Pass 1 over a block: 32 elements at a time (m̃ of 32 codes decoded together: vpmovsxbw to 32 words), then
+ * the rest (the last block's tail) 16 at a time, masked. */
+__attribute__((always_inline)) TARGET_AVX512 static inline int64_t q8_pass1_loop_avx512(
+    int adamax, int wd, int check, int64_t nb, float *p, const float *g, const int8_t *qm, const uint8_t *qv,
+    float *tm, float *tz, float s_m_, float d_, const qscalars_t *c, __m512i *max_m, __m512i *max_z) {
+    const __m512 s_m = _mm512_set1_ps(s_m_), d = _mm512_set1_ps(d_);
+    const __m512i sign16 = _mm512_set1_epi32((int)0x80008000u);
+    int64_t bad = 0, i = 0;
+    for (; i + 32 <= nb; i += 32) {
+        _mm_prefetch((const char *)(p + i + Q_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(g + i + Q_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i + 16 + Q_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(g + i + 16 + Q_PREFETCH), _MM_HINT_T0);
+        if ((i & 63) == 0) {
+            _mm_prefetch((const char *)(qm + i + Q_PREFETCH), _MM_HINT_T0);
+            _mm_prefetch((const char *)(qv + i + Q_PREFETCH), _MM_HINT_T0);
+        }
+        const __m512i c16 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(qm + i)));
+        const __m512i h = _mm512_ternarylogic_epi32(_mm512_slli_epi16(_mm512_abs_epi16(c16), 7), c16, sign16, 0xF8);
+        const __m512 mt0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s_m);
+        const __m512 mt1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s_m);
+        const __m512 zt0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qv + i)))), d);
+        const __m512 zt1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qv + i + 16)))), d);
+        bad += q8_pass1_avx512(adamax, wd, check, 1, 0xFFFF, c, mt0, zt0, p + i, g + i, tm + i, tz + i, max_m, max_z);
+        bad += q8_pass1_avx512(adamax, wd, check, 1, 0xFFFF, c, mt1, zt1, p + i + 16, g + i + 16, tm + i + 16, tz + i + 16,
+                               max_m, max_z);
+    }
+    for (; i < nb; i += 16) {
+        const __mmask16 k = Q_TAIL16(nb, i);
+        const __m512 mt = q8_decode_m_avx512(q_load16(qm + i, nb - i), s_m);
+        const __m512 zt = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q_load16(qv + i, nb - i))), d);
+        bad += q8_pass1_avx512(adamax, wd, check, 0, k, c, mt, zt, p + i, g + i, tm + i, tz + i, max_m, max_z);
+    }
+    return bad;
+}
+
 #define Q8_BLOCK_AVX512(ADAMAX, WD)                                                               \
     TARGET_AVX512 static int64_t q8_avx512_##ADAMAX##_##WD(                                     \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
         uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
         float *restrict tz, const qscalars_t *c) {                                              \
-        const __m512 s_m = _mm512_set1_ps(*sm), d = _mm512_set1_ps(*sv / 255.0f);               \
-        const __m512i absmask = _mm512_set1_epi32(0x7fffffff);                                  \
         __m512i max_m = _mm512_setzero_si512(), max_z = _mm512_setzero_si512();                 \
-        int64_t bad = 0;                                                                        \
-        for (int64_t i = 0; i < nb; i += 16) {                                                  \
-            const __mmask16 k = Q_TAIL16(nb, i);                                                \
-            _mm_prefetch((const char *)(p + i + Q_PREFETCH), _MM_HINT_T0);                      \
-            _mm_prefetch((const char *)(g + i + Q_PREFETCH), _MM_HINT_T0);                      \
-            if ((i & 63) == 0) {                                                                \
-                _mm_prefetch((const char *)(qm + i + Q_PREFETCH), _MM_HINT_T0);                 \
-                _mm_prefetch((const char *)(qv + i + Q_PREFETCH), _MM_HINT_T0);                 \
-            }                                                                                   \
-            const __m512 mt = q8_decode_m_avx512(q_load16(qm + i, nb - i), s_m);                \
-            const __m512 zt =                                                                   \
-                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q_load16(qv + i, nb - i))), d); \
-            const __m512 wt = _mm512_mul_ps(zt, zt);                                            \
-            const __m512 vt = ADAMAX ? wt : _mm512_mul_ps(wt, wt);                              \
-            const __m512 gi = _mm512_maskz_loadu_ps(k, g + i), pi = _mm512_maskz_loadu_ps(k, p + i); \
-            __m512 pn, mf, vf, rt;                                                              \
-            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt); \
-            (void)vf;                                                                           \
-            bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                          \
-            _mm512_mask_storeu_ps(p + i, k, pn);                                                \
-            const __m512 zf = ADAMAX ? _mm512_mask_sqrt_ps(zt, ok, rt) : _mm512_mask_mov_ps(zt, ok, q_sqrt_fma_avx512(rt)); \
-            _mm512_storeu_ps(tm + i, mf); /* the buffers hold whole vectors: B is a multiple of 64 */ \
-            _mm512_storeu_ps(tz + i, zf);                                                       \
-            max_m = _mm512_mask_max_epu32(max_m, k, max_m, _mm512_and_si512(_mm512_castps_si512(mf), absmask)); \
-            max_z = _mm512_mask_max_epu32(max_z, k, max_z, _mm512_castps_si512(zf)); /* z ≥ +0 or NaN */ \
-        }                                                                                       \
+        const float s_m = *sm, d = *sv / 255.0f;                                                \
+        const int64_t bad = c->eps > 0.0f && c->dmul > 0.0f                                     \
+            ? q8_pass1_loop_avx512(ADAMAX, WD, 0, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &max_z) \
+            : q8_pass1_loop_avx512(ADAMAX, WD, 1, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &max_z); \
         const float nm = q_float(_mm512_reduce_max_epu32(max_m)), nz = q_float(_mm512_reduce_max_epu32(max_z)); \
         *sm = nm;                                                                               \
         *sv = nz;                                                                               \
