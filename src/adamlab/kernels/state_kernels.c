@@ -319,7 +319,8 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __m512 q_sqrt_fma_avx
     const __m512 e = _mm512_fnmadd_ps(s, h, _mm512_set1_ps(0.5f));
     const __m512 s1 = _mm512_fmadd_ps(s, e, s), h1 = _mm512_fmadd_ps(h, e, h);
     const __m512 z = _mm512_fmadd_ps(_mm512_fnmadd_ps(s1, s1, w), h1, s1);
-    return _mm512_mask_mov_ps(z, _mm512_fpclass_ps_mask(w, 0x1E), w); /* ±0, ±∞ (0·∞ above) */
+    /* ±0 and +∞ (0·∞ above) give w itself: vfixupimmps's token 1 for the classes "zero" and "+∞" */
+    return _mm512_fixupimm_ps(z, w, _mm512_set1_epi32(0x00100100), 0);
 }
 
 /* 64 codes from four vectors of 16 int32 lanes (in [−128, 255]), narrowed with (un)signed saturation by two
@@ -518,43 +519,66 @@ TARGET_AVX2 static inline __m256 q_abs_avx2(__m256 x) {
     return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
 }
 
-/* Pass 1 on 8 lanes: dequantise, update (θ stored at P), the m and z to store into TM, TZ; their |·| bits
- * folded into the maxima. */
+/* Pass 1 on 8 lanes: dequantise, update (θ stored at P), the m and z to store into TM, TZ; their bits folded
+ * into the maxima. As q8_pass1_avx512: a vector whose gradients are all finite takes the arithmetic without
+ * blends, maximize's sign folded into the constants and, where CHECK = 0 (ε > 0), no test of the denominator. */
 __attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
-    int adamax, int wd, float *p, const float *g, const int8_t *qm, const uint8_t *qv, float *tm, float *tz,
+    int adamax, int wd, int check, float *p, const float *g, const int8_t *qm, const uint8_t *qv, float *tm, float *tz,
     __m256 s_m, __m256 d, const qscalars_t *c, __m256i *max_m, __m256i *max_z) {
     const __m128i c16 = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)qm));
-    const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_abs_epi16(c16), 7),
-                                   _mm_and_si128(c16, _mm_set1_epi16((short)0x8000)));
-    const __m256 mt = _mm256_mul_ps(_mm256_cvtph_ps(h), s_m);
+    const __m128i h16 = _mm_or_si128(_mm_slli_epi16(_mm_abs_epi16(c16), 7),
+                                     _mm_and_si128(c16, _mm_set1_epi16((short)0x8000)));
+    const __m256 mt = _mm256_mul_ps(_mm256_cvtph_ps(h16), s_m);
     const __m256 zt =
         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qv))), d);
     const __m256 wt = _mm256_mul_ps(zt, zt);
     const __m256 vt = adamax ? wt : _mm256_mul_ps(wt, wt);
     const __m256 gi = _mm256_loadu_ps(g), pi = _mm256_loadu_ps(p), zero = _mm256_setzero_ps();
     const __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(gi, gi), zero, _CMP_EQ_OQ);
-    __m256 ge = _mm256_mul_ps(gi, _mm256_set1_ps(c->sign));
-    if (wd == 1) ge = _mm256_add_ps(ge, _mm256_mul_ps(_mm256_set1_ps(c->l2), pi));
-    const __m256 pd = wd == 2 ? _mm256_mul_ps(pi, _mm256_set1_ps(c->decay)) : pi;
-    const __m256 mn = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(c->c1), ge));
+    const int okbits = _mm256_movemask_ps(ok);
     const __m256 b2 = _mm256_set1_ps(c->b2), dmul = _mm256_set1_ps(c->dmul), eps = _mm256_set1_ps(c->eps);
-    __m256 r;
-    if (adamax) {
-        r = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge));
+    __m256 mf, zf;
+    if (__builtin_expect(okbits == 0xFF, 1)) {
+        const float sign = c->sign;
+        const __m256 h = wd == 1 ? _mm256_add_ps(gi, _mm256_mul_ps(_mm256_set1_ps(sign * c->l2), pi)) : gi;
+        const __m256 pd = wd == 2 ? _mm256_mul_ps(pi, _mm256_set1_ps(c->decay)) : pi;
+        mf = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(sign * c->c1), h));
+        __m256 r;
+        if (adamax) {
+            r = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(h));
+        } else {
+            const __m256 c2 = _mm256_set1_ps(c->c2);
+            r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, h), h)));
+        }
+        const __m256 den = _mm256_add_ps(_mm256_mul_ps(r, dmul), eps);
+        __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mf), den);
+        if (check) step = _mm256_and_ps(step, _mm256_cmp_ps(den, zero, _CMP_GT_OQ));
+        _mm256_storeu_ps(p, _mm256_add_ps(pd, step));
+        zf = _mm256_sqrt_ps(r);
     } else {
-        const __m256 c2 = _mm256_set1_ps(c->c2);
-        r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, ge), ge)));
+        __m256 ge = _mm256_mul_ps(gi, _mm256_set1_ps(c->sign));
+        if (wd == 1) ge = _mm256_add_ps(ge, _mm256_mul_ps(_mm256_set1_ps(c->l2), pi));
+        const __m256 pd = wd == 2 ? _mm256_mul_ps(pi, _mm256_set1_ps(c->decay)) : pi;
+        const __m256 mn = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(c->c1), ge));
+        __m256 r;
+        if (adamax) {
+            r = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge));
+        } else {
+            const __m256 c2 = _mm256_set1_ps(c->c2);
+            r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, ge), ge)));
+        }
+        const __m256 den = _mm256_add_ps(_mm256_mul_ps(r, dmul), eps);
+        const __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mn), den);
+        const __m256 pu = _mm256_add_ps(pd, _mm256_and_ps(step, _mm256_cmp_ps(den, zero, _CMP_GT_OQ)));
+        _mm256_storeu_ps(p, _mm256_blendv_ps(pi, pu, ok));
+        mf = _mm256_blendv_ps(mt, mn, ok);
+        zf = _mm256_blendv_ps(zt, _mm256_sqrt_ps(r), ok);
     }
-    const __m256 den = _mm256_add_ps(_mm256_mul_ps(r, dmul), eps);
-    const __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mn), den);
-    const __m256 pu = _mm256_add_ps(pd, _mm256_and_ps(step, _mm256_cmp_ps(den, zero, _CMP_GT_OQ)));
-    _mm256_storeu_ps(p, _mm256_blendv_ps(pi, pu, ok));
-    const __m256 mf = _mm256_blendv_ps(mt, mn, ok), zf = _mm256_blendv_ps(zt, _mm256_sqrt_ps(r), ok);
     _mm256_storeu_ps(tm, mf);
     _mm256_storeu_ps(tz, zf);
     *max_m = _mm256_max_epu32(*max_m, _mm256_castps_si256(q_abs_avx2(mf)));
     *max_z = _mm256_max_epu32(*max_z, _mm256_castps_si256(zf)); /* z ≥ +0 or NaN */
-    return 8 - __builtin_popcount((unsigned)_mm256_movemask_ps(ok));
+    return 8 - __builtin_popcount((unsigned)okbits);
 }
 
 /* Pass 2 on 8 lanes: the codes of m (r_m = 1/s_m) into QM (q8_code_m_avx512's operations). */
@@ -590,6 +614,28 @@ TARGET_AVX2 static inline uint32_t q_max_avx2(__m256i x) {
     return (uint32_t)_mm_cvtsi128_si32(m);
 }
 
+/* Pass 1 over a block (the tail, fewer than 8, through zero-padded copies). */
+__attribute__((always_inline)) TARGET_AVX2 static inline int64_t q8_pass1_loop_avx2(
+    int adamax, int wd, int check, int64_t nb, float *p, const float *g, const int8_t *qm, const uint8_t *qv,
+    float *tm, float *tz, __m256 s_m, __m256 d, const qscalars_t *c, __m256i *max_m, __m256i *max_z) {
+    int64_t bad = 0, i = 0;
+    for (; i + 8 <= nb; i += 8)
+        bad += q8_avx2_update(adamax, wd, check, p + i, g + i, qm + i, qv + i, tm + i, tz + i, s_m, d, c, max_m, max_z);
+    if (i < nb) {
+        const size_t r = (size_t)(nb - i);
+        float tp[8] = {0}, tg[8] = {0};
+        int8_t tq[8] = {0};
+        uint8_t tu[8] = {0};
+        memcpy(tp, p + i, r * sizeof(float));
+        memcpy(tg, g + i, r * sizeof(float));
+        memcpy(tq, qm + i, r);
+        memcpy(tu, qv + i, r);
+        bad += q8_avx2_update(adamax, wd, check, tp, tg, tq, tu, tm + i, tz + i, s_m, d, c, max_m, max_z);
+        memcpy(p + i, tp, r * sizeof(float));
+    }
+    return bad;
+}
+
 #define Q8_BLOCK_AVX2(ADAMAX, WD)                                                                 \
     TARGET_AVX2 static int64_t q8_avx2_##ADAMAX##_##WD(                                         \
         int64_t nb, float *restrict p, const float *restrict g, int8_t *restrict qm,            \
@@ -597,26 +643,14 @@ TARGET_AVX2 static inline uint32_t q_max_avx2(__m256i x) {
         float *restrict tz, const qscalars_t *c) {                                              \
         const __m256 s_m = _mm256_set1_ps(*sm), d = _mm256_set1_ps(*sv / 255.0f);               \
         __m256i max_m = _mm256_setzero_si256(), max_z = _mm256_setzero_si256();                 \
-        int64_t bad = 0, i = 0;                                                                 \
-        for (; i + 8 <= nb; i += 8)                                                             \
-            bad += q8_avx2_update(ADAMAX, WD, p + i, g + i, qm + i, qv + i, tm + i, tz + i, s_m, d, c, \
-                                  &max_m, &max_z);                                              \
-        if (i < nb) {                                                                           \
-            const size_t r = (size_t)(nb - i);                                                  \
-            float tp[8] = {0}, tg[8] = {0};                                                     \
-            int8_t tq[8] = {0};                                                                 \
-            uint8_t tu[8] = {0};                                                                \
-            memcpy(tp, p + i, r * sizeof(float));                                               \
-            memcpy(tg, g + i, r * sizeof(float));                                               \
-            memcpy(tq, qm + i, r);                                                              \
-            memcpy(tu, qv + i, r);                                                              \
-            bad += q8_avx2_update(ADAMAX, WD, tp, tg, tq, tu, tm + i, tz + i, s_m, d, c, &max_m, &max_z); \
-            memcpy(p + i, tp, r * sizeof(float));                                               \
-        }                                                                                       \
+        const int64_t bad = c->eps > 0.0f && c->dmul > 0.0f                                     \
+            ? q8_pass1_loop_avx2(ADAMAX, WD, 0, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &max_z) \
+            : q8_pass1_loop_avx2(ADAMAX, WD, 1, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &max_z); \
         const float nm = q_float(q_max_avx2(max_m)), nz = q_float(q_max_avx2(max_z));           \
         *sm = nm;                                                                               \
         *sv = nz;                                                                               \
         const int64_t whole = nb & ~(int64_t)7;                                                 \
+        int64_t i;                                                                              \
         if (nm > 0.0f) {                                                                        \
             const __m256 r_m = _mm256_set1_ps(1.0f / nm);                                       \
             for (i = 0; i < whole; i += 8) q8_avx2_code_m(tm + i, qm + i, r_m);                 \
