@@ -53,6 +53,8 @@ MOVED_BYTES = {"fp32": 28, "bf16": 20, "int8": 16}
 
 _MASK32 = 0xFFFFFFFF
 _IS_CPU = operator.attrgetter("is_cpu")
+_DTYPE = operator.attrgetter("dtype")
+_LAYOUT = operator.attrgetter("layout")
 
 
 def available() -> bool:
@@ -68,9 +70,9 @@ def _check_tensors(name: str, tensors: Sequence[torch.Tensor], dtype: torch.dtyp
     try:
         fine = (
             all(map(isinstance, tensors, itertools.repeat(torch.Tensor)))
-            and {t.dtype for t in tensors} <= {dtype}
+            and set(map(_DTYPE, tensors)) <= {dtype}
             and all(map(_IS_CPU, tensors))
-            and {t.layout for t in tensors} <= {torch.strided}
+            and set(map(_LAYOUT, tensors)) <= {torch.strided}
             and all(map(torch.Tensor.is_contiguous, tensors))
             and array("q", map(torch.Tensor.numel, tensors)) == sizes
         )
@@ -140,11 +142,10 @@ def adam_step_quantised(
     first, second = STATE_DTYPES[precision]
     _check_tensors("exp_avgs", exp_avgs, first, sizes)
     _check_tensors("exp_avg_sqs", exp_avg_sqs, second, sizes)
-    if len(steps) != len(params) or any(
-        not isinstance(s, torch.Tensor) or s.dtype != torch.float32 or s.numel() != 1 or s.device.type != "cpu"
-        for s in steps
-    ):
-        raise ValueError("steps: one float32 one-element CPU tensor per parameter expected")
+    try:
+        _check_tensors("steps", steps, torch.float32, array("q", itertools.repeat(1, len(sizes))))
+    except ValueError as error:
+        raise ValueError(f"steps: one float32 one-element CPU tensor per parameter expected ({error})") from None
     n = len(params)
     if precision == "int8":
         blocks = array("q", [-(-size // block) for size in sizes])
