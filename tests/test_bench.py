@@ -438,3 +438,27 @@ def test_deepspeed_targets_only_where_it_ran():
     assert checks[("adamlab AdaMax", "small")]["value"] == pytest.approx(0.75)
     assert checks[("adamlab AdaMax", "small")]["met"] is False
     assert checks[("adamlab Adam", "flat")]["met"] is None  # not run
+
+
+def test_an_eight_bit_target_is_not_judged_where_no_8bit_state_was_kept():
+    """torchao keeps fp32 state for a tensor whose size is not a multiple of 256 (the flat layout's 5e7): there
+    its row is no 8-bit step, and the ≥ 10× target says so instead of a verdict."""
+    rows = [
+        {"layout": "flat", "threads": 1, "contender": c, "median_s": t, "state_bytes_per_param": b}
+        for c, t, b in (
+            ("roofline", 1.0, 8.0),
+            ("adamlab Adam int8 state", 1.0, 2.03),
+            (bench.TORCHAO, 2.0, 8.0),
+            (bench.BITSANDBYTES, 30.0, 2.03),
+            (bench.DEEPSPEED, 1.5, 8.0),
+        )
+    ]
+    bench._add_ratios(rows)
+    bench.check_targets({"results": rows})
+    checks = {(t["field"], t["layout"]): t for t in bench.check_targets({"results": rows})}
+    torchao = checks[("vs_torchao", "flat")]
+    assert torchao["value"] == pytest.approx(2.0) and torchao["met"] is None
+    assert torchao["note"] == "not judged: torchao AdamW8bit kept 8.00 B/param of state here (no 8-bit state)"
+    assert checks[("vs_bitsandbytes", "flat")]["value"] == pytest.approx(30.0)
+    assert checks[("vs_bitsandbytes", "flat")]["met"] is True and "note" not in checks[("vs_bitsandbytes", "flat")]
+    assert len(bench.DEEPSPEED_TARGETS) == 6  # not grown by the calls
