@@ -21,15 +21,29 @@ pattern and trivial arithmetic, measured in the same run. Contenders:
                            deepspeed is installed (its C++ op is JIT-built with ninja on first use)
 =========================  ================================================================================
 
+Quantised optimizer state (issue 16), on the flat and transformer layouts: ``adamlab Adam int8 state``,
+``adamlab Adam bf16 state`` and ``adamlab AdaMax int8 state`` (the kernel's entry
+:func:`adamlab.kernels.quantized.adam_step_quantised` called directly: :class:`_QuantisedState`), ``adamlab Adam
+int8 state, optimizer`` (``adamlab.Adam(params, state_precision="int8", impl="fused")``), and, where installed,
+``bitsandbytes Adam8bit`` and ``torchao AdamW8bit`` (weight_decay=0; compiled per tensor shape, so warmed up
+and timed before the measurement). Each row gives its state bytes per parameter, from its state tensors
+(:func:`state_bytes_per_param`): fp32 8, bf16 4, int8 2 + 8/B. adamlab's quantised rows are checked bit for bit
+against the reference path before timing (:func:`verify_state`), the 8-bit contenders against torch.optim.Adam
+(:func:`verify_eight_bit`); a row that fails, or an optional contender that is not installed, is skipped with
+the reason (printed, and in the JSON's ``skipped``). Issue 16's targets: int8 state ≥ 1.3× the fp32
+roofline's update rate; ≥ 10× each 8-bit contender.
+
 Method: for each layout and thread count, every contender gets its own state (all share the parameters and
 gradients, whose values do not change the work), takes warm-up steps, and then the contenders run
 round-robin, in a rotated order each round, a few steps each, for several rounds; the figure for a
 contender is the median of all its step times. Results are ratios to the roofline (``frac_roofline``) and to
 torch's fused Adam (``vs_torch_fused``) from the same run, so that a noisy shared machine still gives
-comparable numbers. GB/s counts 28 bytes per parameter for every contender (14 on the bf16 and fp16 layouts).
+comparable numbers. GB/s counts 28 bytes per parameter (14 on the half-precision layouts; the quantised-state
+rows their own 16 or 20; none for the 8-bit contenders, which make several passes).
 
 The ``bf16`` and ``fp16`` layouts (the transformer's tensors in bfloat16 / float16: θ, g, m, v all in that
-dtype) have their own roofline, the same memory pattern in 2-byte values (14 B a parameter), and three
+dtype; 80 MB, within this VM's 300 MiB L3) and ``bf16-flat``/``fp16-flat`` (one tensor of 5e7: 400 MB, beyond
+it) have their own roofline, the same memory pattern in 2-byte values (14 B a parameter), and three
 contenders: the roofline, ``adamlab Adam`` (the kernel's half-precision step, adamlab.kernels.half, called
 directly) and ``torch Adam fused`` on the same dtype.
 
