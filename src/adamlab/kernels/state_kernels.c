@@ -329,16 +329,26 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __m512 q_sqrt_fma_avx
     _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), \
                              PACK16(PACK32(a, b), PACK32(c, d)))
 
-/* Pass 2 for m: the codes of nb values tm[i] with r_m = 1/s_m into qm; CLAMP: r_m = ∞ is possible (a subnormal
- * s_m: y = ∞ or NaN, code 127); otherwise y ≤ 1 + 2^-22 and k ≤ 120 needs no clamp. The subnormal codes
- * (y < 2^-14, rare) are computed only for the vectors that have one. */
-__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_m_avx512(__m512 mf, __m512 r_m, int clamp) {
+/* Pass 2 for m: the codes of nb values tm[i] with r_m = 1/s_m into qm. KIND 2: r_m = ∞ is possible (a subnormal
+ * s_m: y = ∞ or NaN, code 127, so k is clamped); otherwise y ≤ 1 + 2^-22 and k ≤ 120 needs no clamp. KIND 1: the
+ * block has subnormal codes (y < 2^-14; its smallest |m| says so), computed for the vectors that have one.
+ * KIND 0 (the rule: no y < 2^-14, no clamp): no |·| either — the sign bit of bits(m·r_m) passes through the
+ * subtraction and the shift as 0x800 (bits − 0x37F80001 < 2^31 for |y| ≥ 2^-14), so the code is k, or
+ * 0x800 − (k + 0x800) = −k where m < 0 (the sign bit: m is not NaN, its block's scale would be). */
+__attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_m_avx512(__m512 mf, __m512 r_m, int kind) {
+    if (kind == 0) {
+        const __m512i b = _mm512_castps_si512(_mm512_mul_ps(mf, r_m));
+        const __mmask16 odd = _mm512_test_epi32_mask(b, _mm512_set1_epi32(1 << 20));
+        __m512i t = _mm512_sub_epi32(b, _mm512_set1_epi32(0x37F80001));
+        t = _mm512_srli_epi32(_mm512_mask_add_epi32(t, odd, t, _mm512_set1_epi32(1)), 20);
+        return _mm512_mask_sub_epi32(t, _mm512_movepi32_mask(b), _mm512_set1_epi32(0x800), t);
+    }
     const __m512i yb = _mm512_and_si512(_mm512_castps_si512(_mm512_mul_ps(mf, r_m)), _mm512_set1_epi32(0x7fffffff));
     const __mmask16 odd = _mm512_test_epi32_mask(yb, _mm512_set1_epi32(1 << 20));
     __m512i t = _mm512_sub_epi32(yb, _mm512_set1_epi32(0x37F80001));
     t = _mm512_mask_add_epi32(t, odd, t, _mm512_set1_epi32(1));
     __m512i k = _mm512_srli_epi32(t, 20);
-    if (clamp) k = _mm512_min_epu32(k, _mm512_set1_epi32(127));
+    if (kind == 2) k = _mm512_min_epu32(k, _mm512_set1_epi32(127));
     const __mmask16 small = _mm512_cmplt_epu32_mask(yb, _mm512_set1_epi32(0x38800000));
     if (small) {
         const __m512 y64 = _mm512_add_ps(_mm512_castsi512_ps(yb), _mm512_set1_ps(64.0f));
@@ -348,18 +358,18 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __m512i q8_code_m_avx
     return _mm512_mask_sub_epi32(k, neg, _mm512_setzero_si512(), k);
 }
 __attribute__((always_inline)) TARGET_AVX512 static inline void q8_codes_m_avx512(int64_t nb, const float *tm, int8_t *qm,
-                                                                                 float r, int clamp) {
+                                                                                 float r, int kind) {
     const __m512 r_m = _mm512_set1_ps(r);
     int64_t i = 0;
     for (; i + 64 <= nb; i += 64) {
-        const __m512i a = q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m, clamp);
-        const __m512i b = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 16), r_m, clamp);
-        const __m512i c = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 32), r_m, clamp);
-        const __m512i d = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 48), r_m, clamp);
+        const __m512i a = q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m, kind);
+        const __m512i b = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 16), r_m, kind);
+        const __m512i c = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 32), r_m, kind);
+        const __m512i d = q8_code_m_avx512(_mm512_loadu_ps(tm + i + 48), r_m, kind);
         _mm512_storeu_si512(qm + i, Q_PACK64(_mm512_packs_epi32, _mm512_packs_epi16, a, b, c, d));
     }
     for (; i < nb; i += 16)
-        _mm512_mask_cvtepi32_storeu_epi8(qm + i, Q_TAIL16(nb, i), q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m, clamp));
+        _mm512_mask_cvtepi32_storeu_epi8(qm + i, Q_TAIL16(nb, i), q8_code_m_avx512(_mm512_loadu_ps(tm + i), r_m, kind));
 }
 
 /* Pass 2 for z: q = min(rint(z·r_z), 255) (vcvtps2dq with round-to-nearest-even embedded); CLAMP: s_z = ∞ (then
@@ -394,7 +404,7 @@ __attribute__((always_inline)) TARGET_AVX512 static inline void q8_codes_z_avx51
  * other vectors take q_update_avx512 (the contract's operations literally, masked). */
 __attribute__((always_inline)) TARGET_AVX512 static inline int q8_pass1_avx512(
     int adamax, int wd, int check, int full, __mmask16 k, const qscalars_t *c, __m512 mt, __m512 zt, float *p,
-    const float *g, float *tm, float *tz, __m512i *max_m, __m512i *max_z) {
+    const float *g, float *tm, float *tz, __m512i *max_m, __m512i *min_m, __m512i *max_z) {
     const __m512 gi = full ? _mm512_loadu_ps(g) : _mm512_maskz_loadu_ps(k, g);
     const __m512 pi = full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(k, p);
     const __m512 wt = _mm512_mul_ps(zt, zt);
@@ -434,6 +444,7 @@ __attribute__((always_inline)) TARGET_AVX512 static inline int q8_pass1_avx512(
     _mm512_storeu_ps(tz, zf);
     const __m512i bm = _mm512_and_si512(_mm512_castps_si512(mf), _mm512_set1_epi32(0x7fffffff));
     *max_m = full ? _mm512_max_epu32(*max_m, bm) : _mm512_mask_max_epu32(*max_m, k, *max_m, bm);
+    *min_m = full ? _mm512_min_epu32(*min_m, bm) : _mm512_mask_min_epu32(*min_m, k, *min_m, bm);
     *max_z = full ? _mm512_max_epu32(*max_z, _mm512_castps_si512(zf)) /* z ≥ +0 or NaN */
                   : _mm512_mask_max_epu32(*max_z, k, *max_z, _mm512_castps_si512(zf));
     return bad;
@@ -443,7 +454,7 @@ __attribute__((always_inline)) TARGET_AVX512 static inline int q8_pass1_avx512(
  * the rest (the last block's tail) 16 at a time, masked. */
 __attribute__((always_inline)) TARGET_AVX512 static inline int64_t q8_pass1_loop_avx512(
     int adamax, int wd, int check, int64_t nb, float *p, const float *g, const int8_t *qm, const uint8_t *qv,
-    float *tm, float *tz, float s_m_, float d_, const qscalars_t *c, __m512i *max_m, __m512i *max_z) {
+    float *tm, float *tz, float s_m_, float d_, const qscalars_t *c, __m512i *max_m, __m512i *min_m, __m512i *max_z) {
     const __m512 s_m = _mm512_set1_ps(s_m_), d = _mm512_set1_ps(d_);
     const __m512i sign16 = _mm512_set1_epi32((int)0x80008000u);
     int64_t bad = 0, i = 0;
@@ -462,15 +473,15 @@ __attribute__((always_inline)) TARGET_AVX512 static inline int64_t q8_pass1_loop
         const __m512 mt1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s_m);
         const __m512 zt0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qv + i)))), d);
         const __m512 zt1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qv + i + 16)))), d);
-        bad += q8_pass1_avx512(adamax, wd, check, 1, 0xFFFF, c, mt0, zt0, p + i, g + i, tm + i, tz + i, max_m, max_z);
+        bad += q8_pass1_avx512(adamax, wd, check, 1, 0xFFFF, c, mt0, zt0, p + i, g + i, tm + i, tz + i, max_m, min_m, max_z);
         bad += q8_pass1_avx512(adamax, wd, check, 1, 0xFFFF, c, mt1, zt1, p + i + 16, g + i + 16, tm + i + 16, tz + i + 16,
-                               max_m, max_z);
+                               max_m, min_m, max_z);
     }
     for (; i < nb; i += 16) {
         const __mmask16 k = Q_TAIL16(nb, i);
         const __m512 mt = q8_decode_m_avx512(q_load16(qm + i, nb - i), s_m);
         const __m512 zt = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q_load16(qv + i, nb - i))), d);
-        bad += q8_pass1_avx512(adamax, wd, check, 0, k, c, mt, zt, p + i, g + i, tm + i, tz + i, max_m, max_z);
+        bad += q8_pass1_avx512(adamax, wd, check, 0, k, c, mt, zt, p + i, g + i, tm + i, tz + i, max_m, min_m, max_z);
     }
     return bad;
 }
@@ -481,17 +492,21 @@ __attribute__((always_inline)) TARGET_AVX512 static inline int64_t q8_pass1_loop
         uint8_t *restrict qv, float *restrict sm, float *restrict sv, float *restrict tm,       \
         float *restrict tz, const qscalars_t *c) {                                              \
         __m512i max_m = _mm512_setzero_si512(), max_z = _mm512_setzero_si512();                 \
+        __m512i min_m = _mm512_set1_epi32(-1);                                                  \
         const float s_m = *sm, d = *sv / 255.0f;                                                \
         const int64_t bad = c->eps > 0.0f && c->dmul > 0.0f                                     \
-            ? q8_pass1_loop_avx512(ADAMAX, WD, 0, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &max_z) \
-            : q8_pass1_loop_avx512(ADAMAX, WD, 1, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &max_z); \
+            ? q8_pass1_loop_avx512(ADAMAX, WD, 0, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &min_m, &max_z) \
+            : q8_pass1_loop_avx512(ADAMAX, WD, 1, nb, p, g, qm, qv, tm, tz, s_m, d, c, &max_m, &min_m, &max_z); \
         const float nm = q_float(_mm512_reduce_max_epu32(max_m)), nz = q_float(_mm512_reduce_max_epu32(max_z)); \
         *sm = nm;                                                                               \
         *sv = nz;                                                                               \
         if (nm > 0.0f) {                                                                        \
             const float r = 1.0f / nm;                                                          \
-            if (r < INFINITY) q8_codes_m_avx512(nb, tm, qm, r, 0);                              \
-            else q8_codes_m_avx512(nb, tm, qm, r, 1);                                           \
+            /* the block's smallest y = RN(min|m|·r) (rounding is monotone): any subnormal code? */ \
+            const int small = q_bits(q_float(_mm512_reduce_min_epu32(min_m)) * r) < 0x38800000u; \
+            if (!(r < INFINITY)) q8_codes_m_avx512(nb, tm, qm, r, 2);                           \
+            else if (small) q8_codes_m_avx512(nb, tm, qm, r, 1);                                \
+            else q8_codes_m_avx512(nb, tm, qm, r, 0);                                           \
         } else {                                                                                \
             memset(qm, 0, (size_t)nb);                                                          \
         }                                                                                       \
