@@ -218,6 +218,10 @@ def test_an_absent_optional_contender_is_skipped_with_the_reason(monkeypatch, ca
     assert {r["contender"] for r in result["results"]} == {bench.ROOFLINE}
     assert not any(t["field"] == "vs_bitsandbytes" for t in result["targets"])
     assert "skipping bitsandbytes Adam8bit: no_such_module_for_adamlab is not installed" in capsys.readouterr().err
+    # named on the command line: not "unknown", but skipped with the reason
+    argv = ["--quick", "--layouts", "small", "--threads", "1", "--repeats", "1", "--no-memory", "--quiet"]
+    assert bench.main([*argv, "--contenders", bench.ROOFLINE, bench.BITSANDBYTES]) == 0
+    assert "Skipped bitsandbytes Adam8bit: no_such_module_for_adamlab is not installed." in capsys.readouterr().out
 
 
 def test_a_wrong_eight_bit_contender_is_not_timed():

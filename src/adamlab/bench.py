@@ -1159,7 +1159,7 @@ def run_cli(args: argparse.Namespace, parser: argparse.ArgumentParser | None = N
         runnable = build.supported_isas()
     except build.KernelUnavailableError as exc:
         raise SystemExit(f"adamlab bench step needs the fused kernel, which cannot be built here: {exc}") from exc
-    unknown = [name for name in args.contenders or [] if name not in contender_names()]
+    unknown = [name for name in args.contenders or [] if name not in contender_names() and name not in OPTIONAL]
     if unknown:
         message = f"--contenders: unknown {', '.join(map(repr, unknown))}; choose from {contender_names()}"
         if parser is not None:
