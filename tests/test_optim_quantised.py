@@ -395,14 +395,15 @@ def _trajectory_gaps(X: torch.Tensor, y: torch.Tensor, hidden: int, lr: float, s
 @pytest.mark.slow
 def test_trajectory_synthetic_1000_steps() -> None:
     """A teacher network's labels on 1,000 random inputs (always runs). Measured (gap of the final training
-    cost to fp32's, parameter distance): bf16 −0.02 %, 0.008; int8 +0.64 %, 0.018."""
+    cost to fp32's, parameter distance): bf16 −0.02 %, 0.008; int8 (version 2 codes) +1.55 %, 0.033 (version
+    1: +0.64 %, 0.018)."""
     gen = torch.Generator().manual_seed(3)
     X = torch.randn(1000, 100, generator=gen)
     teacher = torch.randn(100, 10, generator=gen)
     y = (torch.tanh(X @ teacher) + 0.3 * torch.randn(1000, 10, generator=gen)).argmax(1)
     gaps = _trajectory_gaps(X, y, 64, 1e-3, 1000)
     assert abs(gaps["bf16"][0]) <= 0.005 and gaps["bf16"][1] <= 0.03
-    assert abs(gaps["int8"][0]) <= 0.02 and gaps["int8"][1] <= 0.06
+    assert abs(gaps["int8"][0]) <= 0.03 and gaps["int8"][1] <= 0.07
 
 
 @pytest.mark.skipif(
@@ -412,11 +413,11 @@ def test_trajectory_synthetic_1000_steps() -> None:
 @pytest.mark.slow
 def test_trajectory_mnist_1000_steps() -> None:
     """2,000 MNIST training digits, a 784-32-10 MLP. Measured (gap of the final training cost to fp32's,
-    parameter distance): bf16 −0.02 %, 0.008; int8 +1.55 %, 0.157 (int8 ends measurably higher here; see
-    docs/quantised-state.md)."""
+    parameter distance): bf16 −0.02 %, 0.008; int8 (version 2 codes) +1.86 %, 0.104 (version 1: +1.55 %,
+    0.157; int8 ends measurably higher here; see docs/quantised-state.md)."""
     from adamlab.data import load_mnist
 
     X, y = load_mnist("train", root=os.environ["ADAMLAB_DATA"], download=False)
     gaps = _trajectory_gaps(torch.from_numpy(X[:2000]), torch.from_numpy(y[:2000]), 32, 1e-3, 1000)
     assert abs(gaps["bf16"][0]) <= 0.005 and gaps["bf16"][1] <= 0.03
-    assert abs(gaps["int8"][0]) <= 0.03 and gaps["int8"][1] <= 0.3
+    assert abs(gaps["int8"][0]) <= 0.04 and gaps["int8"][1] <= 0.2

@@ -21,7 +21,8 @@ dropout masks and the learning rate. Choices (recorded in ``spec.json`` and the 
   must be read against it.
 * **Which tensors**: every float32 weight of at least 4096 elements (the logistic regression's 784×10 matrix,
   the MLP's three matrices) takes bf16/int8 state; the biases stay fp32 (``MIN_QUANTISED_NUMEL``). int8 with
-  blocks of 256 (``state_block_size``), bf16 with stochastic rounding seeded by ``state_seed`` = 0.
+  blocks of 256 (``state_block_size``) and the codes adamlab writes (version 2: ``state_int8_codes``), bf16
+  with stochastic rounding seeded by ``state_seed`` = 0.
 * **Quick run**: Figure 1's quick length (10 epochs on the 60,000 digits) and Figure 2a's (5,000 digits,
   10 epochs), 3 seeds. Full run: 45 and 200 epochs on all 60,000 digits, 3 seeds.
 """
