@@ -7,7 +7,7 @@
  * reports, for information, the range below 2^-75 (never an Adam w), where the estimate may differ.
  * Needs an AVX-512 CPU. From the repository root:
  *
- *   cc -O2 -Isrc/adamlab/kernels scripts/check_state_sqrt.c -o /tmp/check_state_sqrt && /tmp/check_state_sqrt
+ *   cc -O2 -Isrc/adamlab/kernels scripts/check_state_sqrt.c -o /tmp/check_state_sqrt -lm && /tmp/check_state_sqrt
  */
 #include "adam_kernels.c"
 #include <stdio.h>
