@@ -22,7 +22,7 @@ from adamlab import dtensor, functional
 from adamlab import formulas as F
 from adamlab.kernels import build
 from adamlab.kernels.fused import FusedPlan, why_not_fused
-from adamlab.numpy.quantised import tensor_seed
+from adamlab.numpy.quantised import INT8_CODES, tensor_seed
 from adamlab.optim import quantised
 from adamlab.validation import check_choice
 
@@ -276,7 +276,7 @@ class AdamFamily(Optimizer):
         """Bring a loaded state to the format ``hp`` gives p (see :meth:`load_state_dict`)."""
         want = hp.state_precision if quantised.takes_quantised_state(p, hp) else "fp32"
         have = quantised.precision_of(state)
-        same_codes = state.get("state_int8_codes") == quantised.Q.INT8_CODES  # else version 1: re-encoded
+        same_codes = state.get("state_int8_codes") == INT8_CODES  # else version 1 (an older checkpoint): re-encoded
         if have == want and (want != "int8" or (state["state_block_size"] == hp.state_block_size and same_codes)):
             return
         second = self.moment_keys[1]
