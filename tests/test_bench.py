@@ -453,7 +453,7 @@ def test_an_eight_bit_target_is_not_judged_where_no_8bit_state_was_kept():
             ("roofline", 1.0, 8.0),
             ("adamlab Adam int8 state", 1.0, 2.03),
             (bench.TORCHAO, 2.0, 8.0),
-            (bench.BITSANDBYTES, 30.0, 2.03),
+            (bench.BITSANDBYTES, 30.0, 4.07),  # partly 8-bit (small tensors in fp32): judged
             (bench.DEEPSPEED, 1.5, 8.0),
         )
     ]

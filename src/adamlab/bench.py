@@ -989,8 +989,9 @@ EIGHT_BIT_TARGETS: list[tuple[str, str, str, float]] = [
 def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue, per thread count, as measured in ``result`` (``met`` is None if not run);
     the DeepSpeed and 8-bit targets only where that contender ran. An 8-bit target is not judged (``met``
-    None, with a ``note``) where that contender kept no 8-bit state (4 B/param or more: torchao keeps fp32
-    state for a tensor whose size is not a multiple of its block of 256, as the flat layout's 5e7)."""
+    None, with a ``note``) where that contender kept no 8-bit state at all (8 B/param or more: fp32 m and v
+    everywhere; torchao keeps fp32 state for a tensor whose size is not a multiple of its block of 256, as the
+    flat layout's 5e7)."""
     checks = []
     threads = sorted({r["threads"] for r in result["results"]})
     ran = {r["contender"] for r in result["results"]}
@@ -1014,7 +1015,7 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": met,
             }
             theirs = next((_row(result, layout, nthreads, n) for n, f in EIGHT_BIT.items() if f == field), None)
-            if theirs is not None and (theirs.get("state_bytes_per_param") or 0) >= 4:
+            if theirs is not None and (theirs.get("state_bytes_per_param") or 0) >= 8:
                 check["met"] = None
                 check["note"] = (
                     f"not judged: {theirs['contender']} kept {theirs['state_bytes_per_param']:.2f} B/param of "
