@@ -320,6 +320,28 @@ def test_load_converts_a_version_1_state(name: str) -> None:
     assert np.array_equal(_bits(p), _bits(theta))
 
 
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_a_version_1_state_put_in_directly_is_upgraded_before_the_step(impl: str) -> None:
+    """A version-1 state assigned to ``opt.state`` (no load_state_dict) is re-encoded before any path reads
+    it: the step equals the oracle's from the upgraded codes, on the kernel's path as on the reference's."""
+    sd, _, _ = _version_1_state("adam")
+    p = torch.nn.Parameter(torch.zeros(BIG))
+    opt = adamlab.Adam([p], state_precision="int8", impl=impl)
+    opt.state[p] = copy.deepcopy(sd["state"][0])
+    upgraded = copy.deepcopy(sd["state"][0])
+    assert TQ.upgrade_int8_codes(upgraded)
+    ostate = {k: (val.numpy().copy() if torch.is_tensor(val) else val) for k, val in upgraded.items()}
+    ostate["step"] = 3
+    g = np.linspace(-1, 1, BIG, dtype=np.float32)
+    theta, ostate, _ = Q.adam_step_quantised(
+        np.zeros(BIG, np.float32), g, ostate, opt._hyperparameters(0, opt.param_groups[0]), "int8"
+    )
+    p.grad = torch.from_numpy(g.copy())
+    opt.step()
+    assert np.array_equal(_bits(p), _bits(theta))
+    assert np.array_equal(opt.state[p]["exp_avg"].numpy(), ostate["exp_avg"])
+
+
 @pytest.mark.parametrize("precision", Q.QUANTISED)
 def test_torch_adam_loads_the_dequantised_state_dict(precision: str) -> None:
     p = torch.nn.Parameter(torch.linspace(-1, 1, BIG))

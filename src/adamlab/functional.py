@@ -166,6 +166,7 @@ def _quantised(
     kernel = quantised_kernel() if impl == "fused" else None
     batches: dict[tuple[str, int], list[int]] = {}
     for i, (p, g, s) in enumerate(zip(params, grads, states)):
+        quantised.upgrade_int8_codes(s)  # a version-1 int8 state put in without load_state_dict
         tensors = [p, g, *(v for v in s.values() if isinstance(v, torch.Tensor) and v.dim() > 0)]
         if p.dtype != torch.float32:
             raise TypeError(f"tensor {i} has quantised state but is {p.dtype}; quantised state is for float32")
