@@ -398,3 +398,40 @@ def test_bad_arguments_are_named(overrides: dict, named: str) -> None:
 
 def test_nothing_to_do() -> None:
     assert _call(params=[], grads=[], exp_avgs=[], exp_avg_sqs=[], scales_m=[], scales_v=[], steps=[]) == []
+
+
+OVERFLOW_CASES = [
+    (False, 1e25),
+    (False, -1e25),
+    (False, 1e38),
+    (True, 1e38),
+    (True, -3.4028234663852886e38),  # AdaMax: u = |g| = FLT_MAX, and the decoded ũ = z̃² can round to ∞
+]
+
+
+@pytest.mark.parametrize(("adamax", "big"), OVERFLOW_CASES)
+@pytest.mark.parametrize("isa", isa_params())
+def test_second_moment_overflow_stays_in_its_coordinate(adamax: bool, big: float, isa: str) -> None:
+    """A finite gradient whose (1 − β2)·g² overflows float32 (or, AdaMax, whose decoded ũ would) in one
+    coordinate: int8 clamps v (u) to FLT_MAX, so w, z and the block's scale s_z stay finite — no θ and no code of
+    the block becomes NaN (before the clamp the whole block decoded 0·∞ = NaN on the next step) — and every
+    build gives the oracle's bits over three steps (the big gradient at steps 1 and 3)."""
+    hp = AdaMaxHyperparameters(lr=1e-3, eps=1e-8) if adamax else AdamHyperparameters(lr=1e-3)
+    n, j = 3 * 256 + 5, 256 + 17  # the big coordinate in the second block
+    ks = KernelState("int8", [n], adamax, 256, seed=21)
+    os_ = OracleState(ks)
+    gen = torch.Generator().manual_seed(21)
+    with build.using_isa(isa):
+        for t in range(1, 4):
+            g = torch.randn(n, generator=gen)
+            if t != 2:
+                g[j] = big
+            assert ks.step([g], hp, threads=1) == os_.step([g], hp) == [0]
+            assert_same(ks, os_, f"overflow {big:g}, {isa}, step {t}")
+            assert torch.isfinite(ks.params[0]).all(), f"step {t}"
+            assert ks.sv is not None and torch.isfinite(ks.sv[0]).all(), f"step {t}"
+    assert ks.sv is not None
+    # the block's scale is the big coordinate's root: Adam √√FLT_MAX (v clamped), AdaMax √|g| (u = |g|)
+    top = abs(big) ** 0.5 if adamax else float(np.finfo(np.float32).max) ** 0.25
+    assert ks.sv[0][1].item() == pytest.approx(top, rel=1e-3)
+    assert ks.v[0][j].item() == 255

@@ -130,6 +130,37 @@ def test_other_impls_equal_the_oracle(impl: str, precision: str) -> None:
     _run_both("adam", {"weight_decay": 0.01}, precision, impl, steps=6)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # (c2·g)·g overflowing, then clamped
+@pytest.mark.parametrize("impl", ["reference", "auto"])
+@pytest.mark.parametrize(("name", "big"), [("adam", 1e25), ("adam", -1e25), ("adam", 1e38), ("adamax", -3.4e38)])
+def test_int8_second_moment_overflow_equals_the_oracle(name: str, big: float, impl: str) -> None:
+    """One coordinate's finite gradient overflows (1 − β2)·g² (AdaMax: its decoded ũ can round to ∞): int8's
+    v = min(v, FLT_MAX) keeps the block's scale finite, so no θ becomes NaN (before, the whole block decoded
+    0·∞ = NaN), and the torch reference (and the fused kernel under auto) equal the oracle bit for bit."""
+    rng = np.random.default_rng(3)
+    theta = rng.standard_normal(BIG).astype(np.float32)
+    p = torch.nn.Parameter(torch.tensor(theta))
+    opt = OPTIMIZERS[name]([p], lr=1e-3, state_precision="int8", impl=impl)
+    hp = opt._hyperparameters(0, opt.param_groups[0])
+    state = Q.init_state(theta, "int8", algorithm=hp.algorithm)
+    for t in range(3):
+        g = rng.standard_normal(BIG).astype(np.float32)
+        if t != 1:
+            g[300] = big
+        theta, state, bad = Q.adam_step_quantised(theta, g, state, hp, "int8")
+        p.grad = torch.tensor(g)
+        opt.step()
+        assert (
+            bad == 0
+            and np.isfinite(theta).all()
+            and np.isfinite(state["exp_avg_sq_absmax" if name == "adam" else "exp_inf_absmax"]).all()
+        )
+        assert np.array_equal(_bits(p), _bits(theta)), f"θ differs at step {t + 1}"
+    second = "exp_inf" if name == "adamax" else "exp_avg_sq"
+    for key in ("exp_avg", second, "exp_avg_absmax", second + "_absmax"):
+        assert np.array_equal(_bits(opt.state[p][key]), _bits(state[key])), key
+
+
 def test_int8_codes_equal_the_oracle_at_the_edges() -> None:
     """encode/decode of the torch reference against the oracle's on the codes' edge cases: every rounding tie of
     the m code, subnormal codes, a block with a subnormal scale (1/s = ∞: codes ±127 for zeros too), zero blocks."""

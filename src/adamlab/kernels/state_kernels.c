@@ -10,6 +10,8 @@
  *
  *   dequantise m̃, ṽ;  g ← sign·g (maximize), + λ·θ (L2);  θ ← θ·decay (decoupled);
  *   m = (b1·m̃) + (c1·g);  v = (b2·ṽ) + ((c2·g)·g)      [AdaMax: u = max(b2·ũ, |g|)]
+ *   int8 only: v = min(v, FLT_MAX) [u = min(u, FLT_MAX)] (a NaN stays NaN), so that an overflowing (c2·g)·g
+ *   (a finite |g| above ~10^21) or a decoded ṽ = ∞ leaves w, z and the block's s_z finite
  *   θ ← θ + (nstep·m)/(√v·dmul + ε)                      [AdaMax: θ + (nstep·m)/(u·dmul + ε)]
  *   re-quantise m, v (int8: m and z = √√v or √u with the block's new scales; bf16: stochastic rounding).
  *
@@ -19,7 +21,8 @@
  *    under decoupled decay), as adamlab.numpy.adam's safe_div and the oracle;
  *  - int8 codes (version 2): a block whose new scale is not positive (0, or NaN from a NaN θ under L2) codes
  *    as 0 throughout, as the oracle; the second moment's code takes min(x, 255) before rounding, so a NaN
- *    x = z·r_z (only with an infinite z, whose block has r_z = 255/∞ = 0) codes as 255.
+ *    x = z·r_z codes as 255 (no longer reachable from a finite g: v is clamped to FLT_MAX, so z and s_z stay
+ *    finite).
  *
  * int8 (codes version 2, quant_spec2.md), per block of B elements (the last may be shorter; blocks start at
  * element 0 of each tensor); the scales are taken after the update:
@@ -43,6 +46,8 @@
  * run by the chunk that holds its first element, so a block never straddles two threads, and every element
  * takes the same arithmetic whatever the thread count.
  */
+
+#include <float.h> /* FLT_MAX */
 
 #define QMODE_BF16 0
 #define QMODE_INT8 1
@@ -114,7 +119,7 @@ static inline uint32_t q_linear_encode(float x) {
  * (the m and v to store: the old m̃, ṽ where g is not finite) and RT, the root the step divides by (Adam's
  * w = √v, AdaMax's u; int8 stores its square root).
  */
-#define Q_UPDATE(ADAMAX, WD, c, gi, pi, MT, VT, OK, PN, MF, VF, RT)                             \
+#define Q_UPDATE(ADAMAX, WD, CLAMP, c, gi, pi, MT, VT, OK, PN, MF, VF, RT)                      \
     const int OK = finite_f(gi);                                                                \
     float PN, MF, VF, RT;                                                                       \
     {                                                                                           \
@@ -126,9 +131,11 @@ static inline uint32_t q_linear_encode(float x) {
         if (ADAMAX) {                                                                           \
             const float a = c->b2 * VT, ag = fabsf(ge);                                         \
             vn = a > ag ? a : ag;                                                               \
+            if (CLAMP) vn = vn > FLT_MAX ? FLT_MAX : vn; /* int8: u = min(u, FLT_MAX), NaN kept */ \
             RT = vn;                                                                            \
         } else {                                                                                \
             vn = (c->b2 * VT) + ((c->c2 * ge) * ge);                                            \
+            if (CLAMP) vn = vn > FLT_MAX ? FLT_MAX : vn; /* int8: v = min(v, FLT_MAX), NaN kept */ \
             RT = sqrtf(vn);                                                                     \
         }                                                                                       \
         const float den = RT * c->dmul + c->eps;                                                \
@@ -183,7 +190,7 @@ static inline void q8_codes_scalar(int64_t i0, int64_t nb, const float *tm, cons
             const float zt = (float)qv[i] * d, wt = zt * zt;                                    \
             const float vt = ADAMAX ? wt : wt * wt;                                             \
             const float gi = g[i], pi = p[i];                                                   \
-            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf, rt)                         \
+            Q_UPDATE(ADAMAX, WD, 1, c, gi, pi, mt, vt, ok, pn, mf, vf, rt)                      \
             (void)vf;                                                                           \
             bad += ok ? 0 : 1;                                                                  \
             p[i] = pn;                                                                          \
@@ -214,7 +221,7 @@ typedef int64_t (*bf_loop_f)(int64_t n, int64_t i0, float *restrict p, const flo
         for (int64_t i = 0; i < n; ++i) {                                                       \
             const float mt = bf16_to_f(m[i]), vt = bf16_to_f(v[i]);                             \
             const float gi = g[i], pi = p[i];                                                   \
-            Q_UPDATE(ADAMAX, WD, c, gi, pi, mt, vt, ok, pn, mf, vf, rt)                         \
+            Q_UPDATE(ADAMAX, WD, 0, c, gi, pi, mt, vt, ok, pn, mf, vf, rt)                      \
             (void)rt;                                                                           \
             bad += ok ? 0 : 1;                                                                  \
             p[i] = pn;                                                                          \
@@ -269,8 +276,8 @@ TARGET_AVX512 static inline __m128i q_load16(const void *src, int64_t n) {
  * in the finite lanes (the others keep m̃, ṽ), the step is a zero-masked division (0 where the denominator is
  * not positive), θ a masked add. */
 __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_avx512(
-    int adamax, int wd, const qscalars_t *c, __m512 gi, __m512 pi, __m512 mt, __m512 vt, __m512 *pn, __m512 *mf,
-    __m512 *vf, __m512 *rt) {
+    int adamax, int wd, int clamp, const qscalars_t *c, __m512 gi, __m512 pi, __m512 mt, __m512 vt, __m512 *pn,
+    __m512 *mf, __m512 *vf, __m512 *rt) {
     const __mmask16 ok = (__mmask16)~_mm512_fpclass_ps_mask(gi, 0x99); /* not NaN, not ±∞ */
     __m512 ge = _mm512_mul_ps(gi, _mm512_set1_ps(c->sign));
     if (wd == 1) ge = _mm512_add_ps(ge, _mm512_mul_ps(_mm512_set1_ps(c->l2), pi));
@@ -281,10 +288,12 @@ __attribute__((always_inline)) TARGET_AVX512 static inline __mmask16 q_update_av
     __m512 vn, r;
     if (adamax) {
         vn = _mm512_mask_max_ps(vt, ok, _mm512_mul_ps(b2, vt), _mm512_abs_ps(ge));
+        if (clamp) vn = _mm512_min_ps(_mm512_set1_ps(FLT_MAX), vn); /* a NaN second operand is returned */
         r = vn;
     } else {
         vn = _mm512_mask_add_ps(vt, ok, _mm512_mul_ps(b2, vt),
                                 _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), ge), ge));
+        if (clamp) vn = _mm512_min_ps(_mm512_set1_ps(FLT_MAX), vn);
         r = _mm512_sqrt_ps(vn);
     }
     const __m512 den = _mm512_add_ps(_mm512_mul_ps(r, dmul), eps);
@@ -419,11 +428,12 @@ __attribute__((always_inline)) TARGET_AVX512 static inline int q8_pass1_avx512(
         mf = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->b1), mt), _mm512_mul_ps(_mm512_set1_ps(sign * c->c1), h));
         __m512 r;
         if (adamax) {
-            r = _mm512_max_ps(_mm512_mul_ps(_mm512_set1_ps(c->b2), vt), _mm512_abs_ps(h));
+            r = _mm512_min_ps(_mm512_set1_ps(FLT_MAX),
+                              _mm512_max_ps(_mm512_mul_ps(_mm512_set1_ps(c->b2), vt), _mm512_abs_ps(h)));
         } else {
             const __m512 vn = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->b2), vt),
                                             _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c->c2), h), h));
-            r = _mm512_sqrt_ps(vn);
+            r = _mm512_sqrt_ps(_mm512_min_ps(_mm512_set1_ps(FLT_MAX), vn));
         }
         const __m512 den = _mm512_add_ps(_mm512_mul_ps(r, _mm512_set1_ps(c->dmul)), _mm512_set1_ps(c->eps));
         const __m512 num = _mm512_mul_ps(_mm512_set1_ps(c->nstep), mf);
@@ -433,7 +443,7 @@ __attribute__((always_inline)) TARGET_AVX512 static inline int q8_pass1_avx512(
         zf = adamax ? _mm512_sqrt_ps(r) : q_sqrt_fma_avx512(r);
     } else {
         __m512 vf, rt;
-        const __mmask16 ok = q_update_avx512(adamax, wd, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt);
+        const __mmask16 ok = q_update_avx512(adamax, wd, 1, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt);
         (void)vf;
         bad = __builtin_popcount((unsigned)(k & (__mmask16)~ok));
         zf = adamax ? _mm512_mask_sqrt_ps(zt, ok, rt) : _mm512_mask_mov_ps(zt, ok, q_sqrt_fma_avx512(rt));
@@ -552,6 +562,7 @@ __attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
     const __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(gi, gi), zero, _CMP_EQ_OQ);
     const int okbits = _mm256_movemask_ps(ok);
     const __m256 b2 = _mm256_set1_ps(c->b2), dmul = _mm256_set1_ps(c->dmul), eps = _mm256_set1_ps(c->eps);
+    const __m256 fmax = _mm256_set1_ps(FLT_MAX); /* v = min(v, FLT_MAX) (u likewise); minps keeps a NaN v */
     __m256 mf, zf;
     if (__builtin_expect(okbits == 0xFF, 1)) {
         const float sign = c->sign;
@@ -560,10 +571,11 @@ __attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
         mf = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(sign * c->c1), h));
         __m256 r;
         if (adamax) {
-            r = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(h));
+            r = _mm256_min_ps(fmax, _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(h)));
         } else {
             const __m256 c2 = _mm256_set1_ps(c->c2);
-            r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, h), h)));
+            r = _mm256_sqrt_ps(
+                _mm256_min_ps(fmax, _mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, h), h))));
         }
         const __m256 den = _mm256_add_ps(_mm256_mul_ps(r, dmul), eps);
         __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mf), den);
@@ -577,10 +589,11 @@ __attribute__((always_inline)) TARGET_AVX2 static inline int q8_avx2_update(
         const __m256 mn = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->b1), mt), _mm256_mul_ps(_mm256_set1_ps(c->c1), ge));
         __m256 r;
         if (adamax) {
-            r = _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge));
+            r = _mm256_min_ps(fmax, _mm256_max_ps(_mm256_mul_ps(b2, vt), q_abs_avx2(ge)));
         } else {
             const __m256 c2 = _mm256_set1_ps(c->c2);
-            r = _mm256_sqrt_ps(_mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, ge), ge)));
+            r = _mm256_sqrt_ps(
+                _mm256_min_ps(fmax, _mm256_add_ps(_mm256_mul_ps(b2, vt), _mm256_mul_ps(_mm256_mul_ps(c2, ge), ge))));
         }
         const __m256 den = _mm256_add_ps(_mm256_mul_ps(r, dmul), eps);
         const __m256 step = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(c->nstep), mn), den);
@@ -748,7 +761,7 @@ static const uint16_t Q_WIDEN_WORDS[32] __attribute__((aligned(64))) = {
             const __m512 gi = full ? _mm512_loadu_ps(g + i) : _mm512_maskz_loadu_ps(k, g + i);    \
             const __m512 pi = full ? _mm512_loadu_ps(p + i) : _mm512_maskz_loadu_ps(k, p + i);    \
             __m512 pn, mf, vf, rt;                                                                \
-            const __mmask16 ok = q_update_avx512(ADAMAX, WD, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt); \
+            const __mmask16 ok = q_update_avx512(ADAMAX, WD, 0, c, gi, pi, mt, vt, &pn, &mf, &vf, &rt); \
             bad += __builtin_popcount((unsigned)(k & (__mmask16)~ok));                            \
             const __m512i j = _mm512_xor_si512(idx, _mm512_srli_epi32(idx, 16));                  \
             const __m512i mo = q_bf16_round_avx512(mf, q_rand16_avx512(key_m, j));                \

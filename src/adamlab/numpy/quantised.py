@@ -12,6 +12,7 @@ c2 = 1 − β2, nstep = −α_t/(1 − β1^t) (Algorithm 1 folded, §2), dmul = 
     m = (b1·m̃) + (c1·g)                               first moment (§2)
     v = (b2·ṽ) + ((c2·g)·g)                           Adam: second raw moment (§2)
     u = max(b2·ũ, |g|)                                 AdaMax (§7.1): u in place of v
+    v = min(v, FLT_MAX)  (u = min(u, FLT_MAX))         int8 only (a NaN stays NaN), see below
     θ ← θ + (nstep·m)/(√v·dmul + eps)                  (AdaMax: θ + (nstep·m)/(u·dmul + eps), dmul = 1)
     stored ← quantise(m), quantise(v) (int8: quantise(z), z = √√v or √u, below)
 
@@ -35,6 +36,14 @@ computes w = √v anyway, so the code costs one more √ and no tables (version 
 fourth-power map of v, needed a √ and a ⁴√ of x/s; they are kept only to load old checkpoints:
 :func:`decode_int8_v1`). A coordinate with a non-finite gradient stores its decoded old m̃ and z̃ (z̃ itself,
 not a root of ṽ), re-encoded with its block's new scales.
+
+The int8 clamp (an amendment of version 2, issue 16): a finite gradient above about 10^21 (c2·g·g beyond
+FLT_MAX ≈ 3.4·10^38) would make v = ∞, z = ∞, the block's s_z = ∞, and every code of the block decode as
+0·∞ = NaN on the next step. With v = min(v, FLT_MAX) (also where a decoded ṽ rounds to ∞, z̃ being at most an
+ulp above its scale) w ≤ √FLT_MAX ≈ 1.8·10^19, z and s_z stay finite and the block's other coordinates are
+untouched. The clamped coordinate's update is nstep·m/(√FLT_MAX·dmul + eps), not 0 as with fp32 state
+(whose v = ∞ freezes the coordinate): about α·g/(5.8·10^20) at t = 1 with β1 = 0.9, β2 = 0.999, i.e. α at the
+threshold and more above it. bf16 state is not clamped (it stores v = ∞ as fp32 state does).
 
 bf16 with stochastic rounding: encode x as ``(bits(x) + r) >> 16`` (uint32 arithmetic; NaN → 0x7FC0), with
 r a 16-bit counter-based random number (:func:`random_bits`): reproducible, the same on every machine, and
@@ -62,6 +71,8 @@ _MASK32 = 0xFFFFFFFF
 _INV127 = _F(1.0) / _F(127.0)
 _INV255 = _F(1.0) / _F(255.0)
 _BF16_NAN = 0x7FC0
+#: The largest finite float32 (FLT_MAX = (2 − 2^-23)·2^127): int8's clamp of the second moment.
+FLT_MAX = np.finfo(_F).max
 
 
 # ---------------------------------------------------------------------- random bits
@@ -400,10 +411,14 @@ def adam_step_quantised(
     with np.errstate(invalid="ignore", over="ignore"):
         if adamax:
             v = np.maximum(k["b2"] * v_old, np.abs(ge))
+            if precision == "int8":
+                v = np.minimum(v, FLT_MAX)  # u = min(u, FLT_MAX): s_z stays finite (NaN stays NaN)
             den = (v * k["dmul"]) + k["eps"]
             z = np.sqrt(v)
         else:
             v = (k["b2"] * v_old) + ((k["c2"] * ge) * ge)
+            if precision == "int8":
+                v = np.minimum(v, FLT_MAX)  # v = min(v, FLT_MAX): w, z and s_z stay finite (NaN stays NaN)
             w = np.sqrt(v)
             den = (w * k["dmul"]) + k["eps"]
             z = np.sqrt(w)
@@ -430,6 +445,7 @@ def adam_step_quantised(
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "FLT_MAX",
     "INT8_CODES",
     "MIN_QUANTISED_NUMEL",
     "QUANTISED",

@@ -336,10 +336,14 @@ def step(p: torch.Tensor, grad: torch.Tensor, state: State, hp: Any) -> int:
     m = (k["b1"] * m_old) + (k["c1"] * g)
     if adamax:
         v = torch.maximum(k["b2"] * v_old, g.abs())
+        if precision == "int8":
+            v = torch.clamp(v, max=float(Q.FLT_MAX))  # u = min(u, FLT_MAX), as the oracle (a NaN stays NaN)
         den = (v * k["dmul"]) + k["eps"]
         z = _sqrt(v)
     else:
         v = (k["b2"] * v_old) + ((k["c2"] * g) * g)
+        if precision == "int8":
+            v = torch.clamp(v, max=float(Q.FLT_MAX))  # v = min(v, FLT_MAX), as the oracle (a NaN stays NaN)
         w = _sqrt(v)
         den = (w * k["dmul"]) + k["eps"]
         z = _sqrt(w)
