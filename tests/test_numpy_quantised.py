@@ -362,3 +362,27 @@ def test_refusals() -> None:
         Q.init_state(theta, "fp8")
     with pytest.raises(ValueError, match="amsgrad"):
         Q.adam_step_quantised(theta, theta, Q.init_state(theta, "int8"), _hp("adam", amsgrad=True), "int8")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_int8_second_moment_is_clamped_to_flt_max() -> None:
+    """One Adam step from zero state with g = 1e25 in one coordinate: (1 − β2)·g² = 1e47 overflows float32, and
+    int8 stores v = FLT_MAX (the largest float32, 2^128 − 2^104): the block's scale is ⁴√FLT_MAX (by float64, then
+    rounded: ≈ 4.29e9), the coordinate's code 255, and θ moves by −α·(1 − β1)·g/((1 − β1)·√FLT_MAX·dmul) with
+    dmul = 1/√(1 − β2): finite (about −17), where fp32 state moves it by m/∞ = 0. Every θ stays finite. bf16 state
+    is not clamped: its v is ∞ (as fp32 state's)."""
+    flt_max = float(2**128 - 2**104)
+    assert float(Q.FLT_MAX) == flt_max
+    hp = AdamHyperparameters(lr=1e-3)
+    theta = np.zeros(512, np.float32)
+    g = np.full(512, 1e-3, np.float32)
+    g[300] = 1e25
+    new, state, bad = Q.adam_step_quantised(theta, g, Q.init_state(theta, "int8"), hp, "int8")
+    assert bad == 0 and np.isfinite(new).all() and np.isfinite(state["exp_avg_sq_absmax"]).all()
+    assert state["exp_avg_sq_absmax"][1] == pytest.approx(flt_max**0.25, rel=1e-7)
+    assert state["exp_avg_sq"][300] == 255
+    expected = -1e-3 * 1e25 / (math.sqrt(flt_max) / math.sqrt(1 - 0.999))
+    assert new[300] == pytest.approx(expected, rel=1e-5) and -18 < expected < -17
+    np.testing.assert_allclose(new[:256], -1e-3, rtol=1e-3)  # the other block: a normal first step, −α·sign(g)
+    _, bf, _ = Q.adam_step_quantised(theta, g, Q.init_state(theta, "bf16"), hp, "bf16")
+    assert np.isinf(Q.bf16_to_float32(bf["exp_avg_sq"])[300])
